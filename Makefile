@@ -1,0 +1,50 @@
+# Two commands on a fresh clone: `make run` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format bench migrate sshd clean
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "homelab needs Python 3.11"' \
+	  || { echo "Set PYTHON to a Python 3.11 interpreter, e.g. make PYTHON=/usr/bin/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+.dev-secret-key:
+	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+	@chmod 600 $@
+
+migrate: $(STAMP) .dev-secret-key
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)} $(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	@export DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)}; \
+	$(BIN)/python manage.py collectstatic --noinput -v 0 && \
+	$(BIN)/python manage.py markinterrupted && \
+	echo "homelab on http://$(HOST):$(PORT)/  API docs: http://$(HOST):$(PORT)/api/docs  admin: http://$(HOST):$(PORT)/admin/" && \
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) homelab.asgi:application
+
+sshd:
+	@scripts/ensure-sshd
+
+test: $(STAMP) sshd
+	DJANGO_SECRET_KEY=test-only-secret-key $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) sshd
+	$(BIN)/python bench/executor_latency.py
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""API-key authentication: `Authorization: Api-Key <key>` or `X-API-Key: <key>`.
+
+Keys are generated and hashed by djangorestframework-api-key; a request authenticated
+this way has `request.auth` set to the `ApiKey` row and `request.user` set to the
+key's owner (or an anonymous user when the key has none).
+"""
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from commands.models import ApiKey
+
+KEYWORD = "Api-Key"
+
+
+def key_from_request(request: Request) -> str | None:
+    """The raw key the client sent, or None when it sent none."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == KEYWORD.lower():
+            return value.strip()
+        return None
+    custom = request.META.get("HTTP_X_API_KEY", "").strip()
+    return custom or None
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Authenticates a request by its API key; a bad, revoked or expired key is a 401."""
+
+    def authenticate(self, request: Request):
+        raw = key_from_request(request)
+        if raw is None:
+            return None
+        try:
+            key = ApiKey.objects.get_from_key(raw)
+        except ApiKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
+        if key.has_expired:
+            raise exceptions.AuthenticationFailed("The API key has expired.")
+        now = timezone.now()
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+        return (key.owner or AnonymousUser(), key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return KEYWORD

@@ -1,0 +1,66 @@
+"""Pin a server's SSH host key after showing its fingerprint."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from commands import ssh
+from commands.exceptions import SSHError
+from commands.models import Server
+
+
+class Command(BaseCommand):
+    help = (
+        "Fetch a server's SSH host key, show its SHA256 fingerprint and pin it after "
+        "confirmation. Compare the fingerprint with `ssh-keygen -lf "
+        "/etc/ssh/ssh_host_ed25519_key.pub` run on the server itself."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name")
+        parser.add_argument("--yes", action="store_true", help="Pin without asking.")
+        parser.add_argument(
+            "--host-key",
+            help='Pin this key ("TYPE BASE64") without connecting to the server.',
+        )
+        parser.add_argument("--timeout", type=float, default=10.0)
+
+    def handle(self, *args, name, yes, host_key, timeout, **options) -> None:
+        try:
+            server = Server.objects.get(name=name)
+        except Server.DoesNotExist:
+            raise CommandError(f"No server named {name!r}; add it with addserver.") from None
+
+        if host_key:
+            try:
+                key = ssh.format_host_key(ssh.parse_host_key(host_key))
+            except ValueError as exc:
+                raise CommandError(f"--host-key: {exc}") from None
+        else:
+            try:
+                key = ssh.fetch_host_key(server.hostname, server.port, timeout=timeout)
+            except SSHError as exc:
+                raise CommandError(str(exc)) from None
+
+        self.stdout.write(f"{server.name} ({server.address}) host key:")
+        self.stdout.write(f"  {key.split()[0]} {ssh.fingerprint(key)}")
+        if server.host_key and server.host_key.split()[:2] == key.split()[:2]:
+            self.stdout.write("Already pinned; nothing to do.")
+            return
+        if server.host_key:
+            self.stdout.write(
+                self.style.WARNING(f"This REPLACES the pinned {ssh.fingerprint(server.host_key)}.")
+            )
+        if not yes:
+            if not options.get("interactive", True) or not self.stdin_is_tty():
+                raise CommandError("Not pinned: confirm with --yes when there is no terminal.")
+            answer = input("Pin this key? Type 'yes' to confirm: ")
+            if answer.strip().lower() != "yes":
+                raise CommandError("Not pinned.")
+        server.host_key = key
+        server.save(update_fields=["host_key", "updated_at"])
+        self.stdout.write(self.style.SUCCESS(f"Pinned host key for {server.name}."))
+
+    @staticmethod
+    def stdin_is_tty() -> bool:
+        import sys
+
+        return sys.stdin.isatty()

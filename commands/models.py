@@ -1,0 +1,261 @@
+"""The rows homelab keeps: servers, the whitelist, API keys and the audit trail."""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+def default_command_timeout() -> int:
+    return settings.HOMELAB_COMMAND_TIMEOUT
+
+
+class Server(models.Model):
+    """A machine commands may be run on, reached over SSH with a pinned host key."""
+
+    name = models.SlugField(
+        max_length=64,
+        unique=True,
+        help_text="Short unique name, used by the management commands (e.g. nas).",
+    )
+    hostname = models.CharField(
+        max_length=255,
+        help_text="DNS name or IP address the SSH connection goes to.",
+    )
+    port = models.PositiveIntegerField(
+        default=22,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+    )
+    username = models.CharField(
+        max_length=64,
+        default="root",
+        help_text="Remote user the commands run as.",
+    )
+    key_file = models.CharField(
+        max_length=1024,
+        blank=True,
+        verbose_name="private key file",
+        help_text="Path on this host to the private key; empty uses HOMELAB_SSH_KEY_FILE.",
+    )
+    host_key = models.TextField(
+        blank=True,
+        verbose_name="pinned host key",
+        help_text='The server\'s public host key, "TYPE BASE64"; pin it with '
+        "`python manage.py trusthost NAME`.",
+    )
+    enabled = models.BooleanField(
+        default=True,
+        help_text="Disabled servers refuse every command.",
+    )
+    notes = models.TextField(
+        blank=True,
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True,
+    )
+    updated_at = models.DateTimeField(
+        auto_now=True,
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address(self) -> str:
+        return f"{self.hostname}:{self.port}"
+
+
+class AllowedCommand(models.Model):
+    """One whitelist rule: an action type and the exact command shape it may run."""
+
+    action_type = models.SlugField(
+        max_length=64,
+        unique=True,
+        help_text="Stable name clients send as action_type (e.g. restart_service).",
+    )
+    description = models.CharField(
+        max_length=255,
+        blank=True,
+    )
+    template = models.CharField(
+        max_length=1024,
+        help_text="Command split with POSIX shell rules; {name} fills one whole token, "
+        "e.g. systemctl restart {service}.",
+    )
+    parameters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Parameter name to regular expression, e.g. {"service": "^[a-z0-9@._-]+$"}.',
+    )
+    template_tokens = models.JSONField(
+        default=list,
+        editable=False,
+        help_text="The template split into tokens when saved.",
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        default=default_command_timeout,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+    )
+    enabled = models.BooleanField(
+        default=True,
+    )
+    servers = models.ManyToManyField(
+        Server,
+        blank=True,
+        related_name="allowed_commands",
+        help_text="Servers this rule is limited to; none selected means every server.",
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True,
+    )
+    updated_at = models.DateTimeField(
+        auto_now=True,
+    )
+
+    class Meta:
+        ordering = ["action_type"]
+        verbose_name = "allowed command"
+
+    def __str__(self) -> str:
+        return self.action_type
+
+    def save(self, *args, **kwargs) -> None:
+        # A rule is validated on every save (admin, management command, shell), so an
+        # unsafe rule can never reach the table.
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from commands import whitelist
+
+        self.template_tokens = whitelist.check_rule(self.template, self.parameters)
+
+
+class ApiKey(AbstractAPIKey):
+    """A client credential: random, shown once, stored hashed, revocable."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_keys",
+    )
+    last_used_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class Execution(models.Model):
+    """One attempt to run a command: written before SSH starts, completed after."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMEOUT = "timeout"
+        ERROR = "error"
+        REJECTED = "rejected"
+        INTERRUPTED = "interrupted"
+
+    server = models.ForeignKey(
+        Server,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    server_name = models.CharField(
+        max_length=64,
+        help_text="Copied so history survives deleting the server.",
+    )
+    api_key = models.ForeignKey(
+        ApiKey,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    api_key_name = models.CharField(
+        max_length=50,
+        blank=True,
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    username = models.CharField(
+        max_length=150,
+        blank=True,
+    )
+    client_ip = models.GenericIPAddressField(
+        null=True,
+    )
+    action_type = models.CharField(
+        max_length=64,
+    )
+    command = models.CharField(
+        max_length=1024,
+        help_text="The command as the client sent it (cut at 1024 characters).",
+    )
+    argv = models.JSONField(
+        null=True,
+        help_text="The exact argv sent to the server, when the command was accepted.",
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.RUNNING,
+    )
+    exit_code = models.IntegerField(
+        null=True,
+    )
+    stdout = models.TextField(
+        blank=True,
+    )
+    stderr = models.TextField(
+        blank=True,
+    )
+    stdout_truncated = models.BooleanField(
+        default=False,
+    )
+    stderr_truncated = models.BooleanField(
+        default=False,
+    )
+    duration_ms = models.PositiveIntegerField(
+        null=True,
+    )
+    error_code = models.CharField(
+        max_length=32,
+        blank=True,
+    )
+    error_detail = models.TextField(
+        blank=True,
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True,
+        db_index=True,
+    )
+    finished_at = models.DateTimeField(
+        null=True,
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["server", "-created_at"], name="execution_server_recent"),
+            models.Index(fields=["status"], name="execution_status"),
+            models.Index(fields=["action_type"], name="execution_action_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action_type} on {self.server_name} ({self.status})"

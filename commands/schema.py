@@ -1,0 +1,17 @@
+"""drf-spectacular extensions: how our API-key authentication appears in OpenAPI."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "commands.authentication.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'Send "Api-Key <key>" (or the key alone in an X-API-Key header). '
+            "Create a key with `python manage.py createapikey NAME`.",
+        }

@@ -1,0 +1,83 @@
+"""Test bed: real OpenSSH sshd daemons on loopback, with throwaway keys.
+
+Tests that need sshd never skip: when sshd is missing the fixtures fail with the fix
+(`make test` installs Debian's openssh-server when run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sshd import SSHD, SSHDaemon, keygen, public_key
+
+
+@pytest.fixture(scope="session")
+def ssh_keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
+        pytest.fail(
+            "OpenSSH server not found: install it (Debian: apt-get install openssh-server) "
+            "or run `make test`, which does so as root."
+        )
+    return tmp_path_factory.mktemp("ssh-keys")
+
+
+@pytest.fixture(scope="session")
+def client_key(ssh_keydir: Path) -> Path:
+    """A throwaway client private key that every test daemon accepts."""
+    return keygen(ssh_keydir / "id_ed25519", "homelab-client")
+
+
+@pytest.fixture(scope="session")
+def other_client_key(ssh_keydir: Path) -> Path:
+    """A second client key that no test daemon accepts (for auth-failure tests)."""
+    return keygen(ssh_keydir / "id_other", "stranger")
+
+
+@pytest.fixture
+def sshd_factory(
+    tmp_path_factory: pytest.TempPathFactory, client_key: Path
+) -> Iterator[Callable[..., SSHDaemon]]:
+    """Start as many daemons as a test wants; every one is stopped at the end."""
+    started: list[SSHDaemon] = []
+
+    def start(**kwargs) -> SSHDaemon:
+        daemon = SSHDaemon(
+            workdir=tmp_path_factory.mktemp("sshd"),
+            authorized_keys=[public_key(client_key)],
+            **kwargs,
+        )
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def sshd(sshd_factory: Callable[..., SSHDaemon]) -> SSHDaemon:
+    """One running sshd on a free loopback port."""
+    return sshd_factory()
+
+
+@pytest.fixture
+def api_key(db):
+    """A fresh API key row and its raw key: (ApiKey, str)."""
+    from commands.models import ApiKey
+
+    return ApiKey.objects.create_key(name="tests")
+
+
+@pytest.fixture
+def api_client(api_key):
+    """An APIClient that sends a valid API key on every request."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
+    return client

@@ -1,0 +1,160 @@
+"""Real OpenSSH sshd daemons on loopback for the tests (used by conftest.py).
+
+Each daemon runs in the foreground (`sshd -D`) as a child of the test process, with its
+own throwaway host key and config in a temporary folder, on a free 127.0.0.1 port; it is
+stopped by its PID. Nothing here touches the machine's own sshd or ~/.ssh.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def keygen(path: Path, comment: str = "homelab-test") -> Path:
+    """Write an ed25519 key pair at path / path.pub and return path."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+def public_key(path: Path) -> str:
+    """'TYPE BASE64' of the public half of a key pair (the comment dropped)."""
+    kind, b64, *_ = (path.with_name(path.name + ".pub")).read_text().split()
+    return f"{kind} {b64}"
+
+
+@dataclass
+class SSHDaemon:
+    """One sshd listening on 127.0.0.1:port, accepting the given client public keys."""
+
+    workdir: Path
+    authorized_keys: list[str]
+    max_sessions: int = 10
+    extra_config: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    username: str = field(default_factory=getpass.getuser)
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host_key_path = keygen(self.workdir / "ssh_host_ed25519_key", "host")
+        self.log_path = self.workdir / "sshd.log"
+        self.write_config()
+
+    @property
+    def host_key(self) -> str:
+        """The daemon's public host key as 'TYPE BASE64', what a Server pins."""
+        return public_key(self.host_key_path)
+
+    def write_config(self) -> None:
+        auth_file = self.workdir / "authorized_keys"
+        auth_file.write_text("".join(f"{key}\n" for key in self.authorized_keys))
+        auth_file.chmod(0o600)
+        lines = [
+            f"Port {self.port}",
+            f"ListenAddress {self.host}",
+            f"HostKey {self.host_key_path}",
+            f"PidFile {self.workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {auth_file}",
+            "AuthenticationMethods publickey",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "PermitRootLogin prohibit-password",
+            f"MaxSessions {self.max_sessions}",
+            "MaxStartups 100:30:200",
+            "LogLevel VERBOSE",
+            # Root's ~/.bashrc on these machines runs `pyenv init` (~150 ms a command);
+            # bash skips .bashrc for a non-interactive shell when SHLVL is set.
+            "SetEnv SHLVL=1",
+            "Subsystem sftp internal-sftp",
+            *self.extra_config,
+        ]
+        (self.workdir / "sshd_config").write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> SSHDaemon:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation dir sshd insists on
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.workdir / "sshd_config")],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.wait_for_banner(timeout)
+        return self
+
+    def wait_for_banner(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited early:\n{self.log_path.read_text()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"sshd did not answer on {self.host}:{self.port}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the listening daemon by its PID (SIGKILL for a crash-like stop)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> SSHDaemon:
+        self.stop()
+        return self.start()
+
+    def session_pids(self) -> list[int]:
+        """PIDs of sshd processes serving this daemon's connections (children of it)."""
+        if self.process is None:
+            return []
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def accepted_connections(self) -> int:
+        """How many client connections sshd authenticated, counted from its log."""
+        return self.log().count("Accepted publickey")
