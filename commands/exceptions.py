@@ -8,6 +8,8 @@ puts a traceback, a private key or a secret into a response.
 import logging
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -105,6 +107,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, HomelabError):
         return Response(error_body(exc.detail, exc.code, **exc.extra), status=exc.status_code)
 
+    # Django's own 404/403 become DRF's, so they get a code like every other error.
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         # An unexpected error: log it server-side, answer with a plain sentence.
@@ -126,7 +133,5 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
         if isinstance(exc, drf_exceptions.Throttled):
             code = "throttled"
-        if isinstance(exc, drf_exceptions.NotFound):
-            code = "not_found"
         response.data = error_body(str(detail), code)
     return response

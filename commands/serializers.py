@@ -2,7 +2,9 @@
 
 from rest_framework import serializers
 
-from commands.models import Server
+from commands import whitelist
+from commands.exceptions import NotWhitelisted
+from commands.models import AllowedCommand, Execution, Server
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -17,3 +19,108 @@ class ServerSerializer(serializers.ModelSerializer):
 
     def get_host_key_pinned(self, server: Server) -> bool:
         return bool(server.host_key)
+
+
+class AllowedCommandSerializer(serializers.ModelSerializer):
+    """A whitelist rule usable on a server."""
+
+    class Meta:
+        model = AllowedCommand
+        fields = ["action_type", "description", "template", "parameters", "timeout_seconds"]
+        read_only_fields = fields
+
+
+class ExecuteRequestSerializer(serializers.Serializer):
+    command = serializers.CharField(
+        max_length=whitelist.MAX_COMMAND_LENGTH,
+        help_text="The command line, e.g. `systemctl restart nginx`. It must match the "
+        "template of the rule named by action_type; it is never passed to a shell as is.",
+    )
+    action_type = serializers.SlugField(
+        max_length=64,
+        help_text="The whitelist rule to match, e.g. restart_service.",
+    )
+
+    def validate_command(self, value: str) -> str:
+        try:
+            whitelist.check_command_text(value)
+        except NotWhitelisted as exc:
+            raise serializers.ValidationError(exc.detail) from None
+        return value
+
+
+class ExecuteResultSerializer(serializers.ModelSerializer):
+    """The outcome of a command that ran; a non-zero exit code is still a 200."""
+
+    execution_id = serializers.IntegerField(source="id", help_text="The audit row's id.")
+
+    class Meta:
+        model = Execution
+        fields = [
+            "execution_id",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "duration_ms",
+            "stdout_truncated",
+            "stderr_truncated",
+        ]
+        read_only_fields = fields
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    """One audit row: who ran what where, and how it ended."""
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "server",
+            "server_name",
+            "api_key_name",
+            "username",
+            "client_ip",
+            "action_type",
+            "command",
+            "argv",
+            "status",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "stdout_truncated",
+            "stderr_truncated",
+            "duration_ms",
+            "error_code",
+            "error_detail",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+# --- error bodies (documentation only: the exception handler produces them) ----------
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="A sentence saying what went wrong and the fix.")
+    code = serializers.CharField(help_text="A stable machine-readable code.")
+
+
+class BadRequestErrorSerializer(ErrorSerializer):
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="With code `invalid`: field name to its error messages.",
+    )
+    execution_id = serializers.IntegerField(
+        required=False,
+        help_text="With a rejection by the whitelist or a disabled server: the audit row.",
+    )
+
+
+class ExecutionErrorSerializer(ErrorSerializer):
+    """A 408 or 500 after the audit row was written; a timeout carries partial output."""
+
+    execution_id = serializers.IntegerField(help_text="The audit row of this attempt.")
+    stdout = serializers.CharField(required=False)
+    stderr = serializers.CharField(required=False)
+    stdout_truncated = serializers.BooleanField(required=False)
+    stderr_truncated = serializers.BooleanField(required=False)

@@ -1,9 +1,39 @@
-"""API views: thin; validation in serializers, work in services."""
+"""API views: thin. Validation lives in serializers, the work in services."""
 
-from rest_framework import viewsets
+from __future__ import annotations
 
-from commands.models import Server
-from commands.serializers import ServerSerializer
+import datetime
+
+from django.db.models import Q
+from django.http import Http404
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import exceptions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from commands import openapi, services
+from commands.exceptions import ServerNotFound
+from commands.models import AllowedCommand, ApiKey, Execution, Server
+from commands.serializers import (
+    AllowedCommandSerializer,
+    ExecuteRequestSerializer,
+    ExecuteResultSerializer,
+    ExecutionSerializer,
+    ServerSerializer,
+)
+from commands.throttling import ExecuteRateThrottle
+
+
+def caller(request: Request) -> dict:
+    """Who is asking, for the audit row. REMOTE_ADDR only: X-Forwarded-For is forgeable."""
+    return {
+        "api_key": request.auth if isinstance(request.auth, ApiKey) else None,
+        "user": request.user,
+        "client_ip": request.META.get("REMOTE_ADDR") or None,
+    }
 
 
 class ServerViewSet(viewsets.ReadOnlyModelViewSet):
@@ -11,3 +41,107 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = Server.objects.all()
     serializer_class = ServerSerializer
+    throttle_scope: str | None = None  # set per action (execute)
+
+    def get_object(self) -> Server:
+        try:
+            return super().get_object()
+        except Http404:
+            raise ServerNotFound(f"No server with id {self.kwargs.get('pk')!r}.") from None
+
+    def check_throttles(self, request: Request) -> None:
+        # `execute` checks its throttle itself once it knows the request is well formed
+        # and aimed at a real server: those mistakes do not use up the quota.
+        if self.action != "execute":
+            super().check_throttles(request)
+
+    @extend_schema(responses=AllowedCommandSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="commands", pagination_class=None)
+    def commands(self, request: Request, pk: str | None = None) -> Response:
+        """Whitelist rules usable on this server."""
+        server = self.get_object()
+        rules = AllowedCommand.objects.filter(
+            Q(servers__isnull=True) | Q(servers=server), enabled=True
+        ).distinct()
+        return Response(AllowedCommandSerializer(rules, many=True).data)
+
+    @openapi.execute_schema
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="commands/execute",
+        throttle_classes=[ExecuteRateThrottle],
+        throttle_scope="command-execute",
+    )
+    def execute(self, request: Request, pk: str | None = None) -> Response:
+        """Run one whitelisted command on this server and return its result."""
+        who = caller(request)
+        try:
+            server = self.get_object()
+        except ServerNotFound as exc:
+            self.audit_refusal(request, None, f"unknown:{pk}", exc.code, exc.detail, who)
+            raise
+        body = ExecuteRequestSerializer(data=request.data)
+        if not body.is_valid():
+            summary = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in body.errors.items())
+            self.audit_refusal(request, server, server.name, "invalid", summary, who)
+            raise serializers.ValidationError(body.errors)
+        try:
+            super().check_throttles(request)
+        except exceptions.Throttled as exc:
+            self.audit_refusal(request, server, server.name, "throttled", str(exc.detail), who)
+            raise
+        execution = services.execute_command(server=server, **body.validated_data, **who)
+        return Response(ExecuteResultSerializer(execution).data)
+
+    @staticmethod
+    def audit_refusal(request, server, server_name, code, detail, who) -> None:
+        data = request.data if isinstance(request.data, dict) else {}
+        execution = services.new_execution(
+            server=server,
+            server_name=server_name,
+            command=data.get("command"),
+            action_type=data.get("action_type"),
+            **who,
+        )
+        services.record_rejection(execution, code=code, detail=detail)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("server", int, description="Only this server's id."),
+            OpenApiParameter("action_type", str, description="Only this action type."),
+            OpenApiParameter("status", str, enum=Execution.Status.values),
+            OpenApiParameter("since", str, description="ISO 8601; only rows created after."),
+        ]
+    )
+)
+class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit trail, newest first."""
+
+    serializer_class = ExecutionSerializer
+
+    def get_queryset(self):
+        queryset = Execution.objects.all()
+        params = self.request.query_params
+        if "server" in params:
+            if not params["server"].isdigit():
+                raise serializers.ValidationError({"server": ["A server id is a number."]})
+            queryset = queryset.filter(server_id=int(params["server"]))
+        if "action_type" in params:
+            queryset = queryset.filter(action_type=params["action_type"])
+        if "status" in params:
+            if params["status"] not in Execution.Status.values:
+                raise serializers.ValidationError(
+                    {"status": [f"One of {', '.join(Execution.Status.values)}."]}
+                )
+            queryset = queryset.filter(status=params["status"])
+        if "since" in params:
+            since = parse_datetime(params["since"])
+            if since is None:
+                raise serializers.ValidationError({"since": ["An ISO 8601 date and time."]})
+            if timezone.is_naive(since):
+                since = timezone.make_aware(since, datetime.UTC)
+            queryset = queryset.filter(created_at__gte=since)
+        return queryset

@@ -81,3 +81,41 @@ def api_client(api_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
     return client
+
+
+@pytest.fixture
+def make_server(db, client_key):
+    """Create a Server row pointing at a test daemon, host key pinned, key file set."""
+    from commands.models import Server
+
+    def make(daemon: SSHDaemon, **overrides) -> Server:
+        fields = {
+            "name": f"srv-{daemon.port}",
+            "hostname": daemon.host,
+            "port": daemon.port,
+            "username": daemon.username,
+            "key_file": str(client_key),
+            "host_key": daemon.host_key,
+            **overrides,
+        }
+        return Server.objects.create(**fields)
+
+    return make
+
+
+@pytest.fixture
+def make_rule(db):
+    """Create a whitelist rule: make_rule("t_echo", "echo {word}", word="^[a-z]+$")."""
+    from commands.models import AllowedCommand
+
+    def make(action_type: str, template: str, *, timeout: int = 10, servers=(), **params):
+        rule = AllowedCommand.objects.create(
+            action_type=action_type,
+            template=template,
+            parameters=params,
+            timeout_seconds=timeout,
+        )
+        rule.servers.set(servers)
+        return rule
+
+    return make

@@ -1,0 +1,100 @@
+"""Per-API-key, atomic rate limit for command execution.
+
+DRF's `SimpleRateThrottle` reads the request history, decides, then writes it back:
+two concurrent requests can both read nine entries and both pass, and with a
+local-memory cache each worker process counts on its own. This subclass keeps DRF's
+rate parsing, scopes and `wait()` contract but makes the check-and-record one atomic
+step: a Lua script on Redis (shared by every worker) or, with any other cache, a
+process-wide lock. The window is a sliding log, so no burst can exceed the rate in
+any window of the rate's length, not even across a window edge.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+
+from django.core.cache.backends.redis import RedisCache
+from rest_framework.throttling import ScopedRateThrottle
+
+from commands.models import ApiKey
+
+# KEYS[1]: the log (a sorted set of request times). ARGV: window seconds, limit, member.
+# Returns {1, 0} when the request is recorded, {0, seconds-until-a-slot-frees} when not.
+# The server's clock (TIME) is used so workers with skewed clocks agree.
+SLIDING_LOG_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('EXPIRE', KEYS[1], math.ceil(window))
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+
+_local_lock = threading.Lock()
+
+
+class ExecuteRateThrottle(ScopedRateThrottle):
+    """At most `rate` executions per window per API key (per user for session logins)."""
+
+    scope_attr = "throttle_scope"
+
+    def get_cache_key(self, request, view) -> str | None:
+        # Keyed by credential, never by client address or X-Forwarded-For: one key
+        # gets one quota wherever it is used from.
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request, view) -> bool:
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return True
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        allowed, self.retry_after = self.record(self.key)
+        return allowed
+
+    def record(self, key: str) -> tuple[bool, float]:
+        """Atomically count this request if there is room: (allowed, seconds to wait)."""
+        if isinstance(self.cache, RedisCache):
+            return self.record_in_redis(key)
+        return self.record_locally(key)
+
+    def record_in_redis(self, key: str) -> tuple[bool, float]:
+        full_key = self.cache.make_and_validate_key(key)
+        client = self.cache._cache.get_client(full_key, write=True)
+        allowed, wait = client.eval(
+            SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
+        )
+        return bool(allowed), float(wait)
+
+    def record_locally(self, key: str) -> tuple[bool, float]:
+        # The local-memory cache lives in this process, so a process-wide lock makes
+        # read-decide-write atomic (the embedded, single-process deployment).
+        with _local_lock:
+            now = self.timer()
+            history = [t for t in self.cache.get(key, []) if t > now - self.duration]
+            if len(history) >= self.num_requests:
+                return False, history[0] + self.duration - now
+            history.append(now)
+            self.cache.set(key, history, self.duration)
+            return True, 0.0
+
+    def wait(self) -> float:
+        """Whole seconds until a slot frees; at least 1 so Retry-After is always sent."""
+        return max(1, math.ceil(self.retry_after))

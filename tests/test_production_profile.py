@@ -1,0 +1,172 @@
+"""The scale-out profile end to end: two ASGI worker processes sharing PostgreSQL and Redis.
+
+Everything goes through the public interface: management commands set the service up,
+real daphne workers serve it, a real sshd runs the commands. The throttle must hold
+across both workers: 50 concurrent requests with one key -> exactly 10 succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.services import postgres_url, redis_url
+from tests.sshd import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def database():
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    admin_url = postgres_url()
+    name = f"homelab_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {admin_url} is not answering ({exc}); see .ci/run.")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def profile_env(database, client_key, tmp_path):
+    return {
+        **os.environ,
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url(),
+        "DJANGO_SECRET_KEY": "e2e-" + uuid.uuid4().hex,
+        "DJANGO_DEBUG": "0",
+        "HOMELAB_SSH_KEY_FILE": str(client_key),
+    }
+
+
+def manage(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def workers(profile_env, tmp_path):
+    """Two daphne processes serving the app on free loopback ports; stopped by PID."""
+    procs, ports = [], []
+    for n in range(2):
+        port = free_port()
+        log = (tmp_path / f"daphne-{n}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "daphne"),
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "homelab.asgi:application",
+                ],
+                cwd=ROOT,
+                env=profile_env,
+                stdout=log,
+                stderr=log,
+            )
+        )
+        ports.append(port)
+    try:
+        for port in ports:
+            wait_for_http(f"http://127.0.0.1:{port}/api/schema/")
+        yield ports
+    finally:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def execute(port: int, key: str, server_id: int, command: str, action: str):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/servers/{server_id}/commands/execute",
+        data=json.dumps({"command": command, "action_type": action}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read())
+
+
+def test_two_workers_share_the_database_and_one_atomic_quota(profile_env, database, sshd, workers):
+    manage(profile_env, "migrate", "--noinput")
+    key = manage(profile_env, "createapikey", "e2e").strip().splitlines()[-1]
+    manage(
+        profile_env,
+        "addserver",
+        "box",
+        sshd.host,
+        "--port",
+        str(sshd.port),
+        "--user",
+        sshd.username,
+    )
+    manage(profile_env, "trusthost", "box", "--yes")
+    manage(profile_env, "allowcommand", "t_echo", "echo {word}", "--param", "word=^[a-z]{1,10}$")
+    with psycopg.connect(database) as conn:
+        server_id = conn.execute("SELECT id FROM commands_server WHERE name = 'box'").fetchone()[0]
+
+    def one(n: int):
+        return execute(workers[n % 2], key, server_id, "echo hi", "t_echo")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(50)))
+
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * 10 + [429] * 40
+    for status, headers, body in results:
+        if status == 200:
+            assert body["stdout"] == "hi\n" and body["exit_code"] == 0
+        else:
+            assert body["code"] == "throttled"
+            assert int(headers["Retry-After"]) >= 1
+    with psycopg.connect(database) as conn:
+        counts = dict(
+            conn.execute("SELECT status, count(*) FROM commands_execution GROUP BY status")
+        )
+    assert counts == {"succeeded": 10, "rejected": 40}
