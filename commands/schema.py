@@ -15,3 +15,11 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "description": 'Send "Api-Key <key>" (or the key alone in an X-API-Key header). '
             "Create a key with `python manage.py createapikey NAME`.",
         }
+
+
+def document_execute_without_slash(result, generator, request, public):
+    """Routes accept both forms; document the execute path as the contract spells it."""
+    paths = result.get("paths", {})
+    for path in [p for p in paths if p.endswith("/commands/execute/")]:
+        paths[path.rstrip("/")] = paths.pop(path)
+    return result
