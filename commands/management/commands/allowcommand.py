@@ -1,0 +1,74 @@
+"""Create or update one whitelist rule, with the same validation as the admin."""
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from commands.models import AllowedCommand
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update the whitelist rule ACTION_TYPE, e.g. allowcommand restart_service "
+        '"systemctl restart {service}" --param "service=^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$". '
+        "The template and --param set replace the rule's; the rule is enabled unless "
+        "--disable is given; timeout, description and servers are kept when not given."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("action_type")
+        parser.add_argument("template")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=REGEX",
+            help="A parameter's pattern; repeat for each {NAME} in the template.",
+        )
+        parser.add_argument("--timeout", type=int, help="Seconds, 1-3600.")
+        parser.add_argument("--description", help="What the rule is for.")
+        parser.add_argument("--disable", action="store_true", help="Save the rule disabled.")
+
+    def handle(self, *args, action_type: str, template: str, **options) -> None:
+        rule = AllowedCommand.objects.filter(action_type=action_type).first()
+        created = rule is None
+        rule = rule or AllowedCommand(action_type=action_type)
+        rule.template = template
+        rule.parameters = parse_params(options["param"])
+        rule.enabled = not options["disable"]
+        if options["timeout"] is not None:
+            rule.timeout_seconds = options["timeout"]
+        if options["description"] is not None:
+            rule.description = options["description"]
+        try:
+            rule.full_clean()
+        except ValidationError as exc:
+            raise CommandError(describe(exc)) from None
+        rule.save()
+        state = "enabled" if rule.enabled else "disabled"
+        self.stdout.write(
+            f"{'Created' if created else 'Updated'} rule {action_type} ({state}): "
+            f"{rule.template_tokens}"
+        )
+
+
+def parse_params(values: list[str]) -> dict[str, str]:
+    """Turn ["name=regex", ...] into {"name": "regex"}; the regex may contain '='."""
+    params: dict[str, str] = {}
+    for value in values:
+        name, sep, pattern = value.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param {value!r} is not NAME=REGEX.")
+        if name in params:
+            raise CommandError(f"--param {name} is given twice; give each parameter once.")
+        params[name] = pattern
+    return params
+
+
+def describe(exc: ValidationError) -> str:
+    if not hasattr(exc, "error_dict"):
+        return " ".join(exc.messages)
+    parts = []
+    for field, errors in exc.message_dict.items():
+        text = " ".join(errors)
+        parts.append(text if field == NON_FIELD_ERRORS else f"{field}: {text}")
+    return "; ".join(parts)

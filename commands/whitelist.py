@@ -1,0 +1,342 @@
+"""The whitelist: whether a client's command may run, and exactly what is sent.
+
+Safety comes from how commands are handled, not from the admin writing good regexes:
+
+1. A command holding a control or invisible character, or longer than
+   MAX_COMMAND_LENGTH, is refused before anything parses it.
+2. It is split with POSIX shell rules and compared token by token with the rule's
+   template. Literal tokens must be equal; a `{name}` token is one parameter.
+3. A parameter must re.fullmatch its pattern, must not be empty and must not start
+   with '-' (a program would read it as an option). These checks run on every request,
+   whatever the pattern says.
+4. What is sent is shlex.join(argv) built from those tokens, never the client's string,
+   so the remote POSIX shell sees every token as one literal word.
+
+check_rule() also refuses loose patterns when a rule is saved, so the admin finds a
+mistake then rather than never; but it samples values, so it cannot prove a pattern
+safe. Rules 1 to 4 do not depend on it.
+
+Everything here is pure except resolve(), which reads one rule and its servers.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
+from commands.models import AllowedCommand, Server
+
+MAX_COMMAND_LENGTH = 1024
+MAX_PATTERN_LENGTH = 512
+
+# Refused anywhere in a command or template: Cc (NUL, CR, LF, TAB, ESC, DEL, C1),
+# Cf (zero-width space U+200B, right-to-left override U+202E, BOM: text that reads
+# differently than it runs), Cs (lone surrogates), Zl/Zp (Unicode line breaks).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Patterns are compiled with re.ASCII so \d, \w and \s mean ASCII only: otherwise `\d+`
+# would accept Arabic-Indic digits and `\w+` fullwidth look-alike letters.
+PATTERN_FLAGS = re.ASCII
+
+# Values that no pattern may accept, tried when a rule is saved (see module docstring):
+# empty, a leading '-', or a line break or NUL. Other controls (tab, ESC) are refused in
+# every command anyway, and a blank is harmless once quoted, so patterns may allow them.
+_SAMPLE_BASES = ("", "a", "x", "1", "0", "help", "rf", "nginx", "nginx.service", "wg-quick@wg0")
+_SAMPLE_BREAKS = ("\n", "\r", "\x00")
+UNSAFE_SAMPLES: tuple[str, ...] = (
+    "",
+    *(f"{dash}{base}" for dash in ("-", "--") for base in _SAMPLE_BASES),
+    *(
+        value
+        for brk in _SAMPLE_BREAKS
+        for value in (brk, f"a{brk}", f"{brk}a", f"a{brk}b", f"1{brk}", f"nginx{brk}")
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A command accepted by a rule.
+
+    argv is a list of str (JSON-friendly, compares equal to a list); treat it as
+    read-only. params maps each parameter name to its token.
+    """
+
+    rule: AllowedCommand
+    params: dict[str, str]
+    argv: list[str]
+
+    @property
+    def sent(self) -> str:
+        """The command line sent to the server: shlex.join(argv), never the client's."""
+        return shlex.join(self.argv)
+
+
+# --- rules ------------------------------------------------------------------------------
+def check_rule(template: str, parameters: Any) -> list[str]:
+    """Validate a rule; return its template tokens or raise ValidationError naming why."""
+    patterns = _compile_parameters(parameters)
+    tokens = _split_template(template)
+    used = _check_placeholders(tokens, patterns)
+    unused = sorted(set(patterns) - used)
+    if unused:
+        raise ValidationError(
+            f"Parameter {unused[0]!r} is declared but the template has no {{{unused[0]}}} "
+            "token; use it in the template or remove it, so the rule shows exactly what runs.",
+            code="unused_parameter",
+        )
+    return tokens
+
+
+def _compile_parameters(parameters: Any) -> dict[str, re.Pattern[str]]:
+    if not isinstance(parameters, dict):
+        raise ValidationError(
+            "Parameters must be a JSON object mapping each parameter name to a regular "
+            'expression, e.g. {"service": "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$"}; '
+            f"got a {type(parameters).__name__}.",
+            code="parameters_not_object",
+        )
+    return {name: _compile_pattern(name, pattern) for name, pattern in parameters.items()}
+
+
+def _compile_pattern(name: Any, pattern: Any) -> re.Pattern[str]:
+    if not isinstance(name, str) or not PARAMETER_NAME.fullmatch(name):
+        raise ValidationError(
+            f"Parameter name {name!r} is not valid; use letters, digits and _ "
+            "(not starting with a digit).",
+            code="bad_parameter_name",
+        )
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValidationError(
+            f"The pattern for {name!r} must be a non-empty string of at most "
+            f"{MAX_PATTERN_LENGTH} characters.",
+            code="bad_pattern",
+        )
+    try:
+        compiled = re.compile(pattern, PATTERN_FLAGS)
+    except re.error as exc:
+        raise ValidationError(
+            f"The pattern for {name!r} does not compile: {exc}.", code="bad_pattern"
+        ) from None
+    _refuse_unsafe_pattern(name, compiled)
+    return compiled
+
+
+def _refuse_unsafe_pattern(name: str, compiled: re.Pattern[str]) -> None:
+    # fullmatch, not match/search: with those, `^[a-z]+$` would accept "nginx\n" because
+    # Python's `$` also matches just before a trailing newline.
+    for value in UNSAFE_SAMPLES:
+        if compiled.fullmatch(value):
+            raise ValidationError(
+                f"The pattern for {name!r} accepts {value!r}, {_why_unsafe(value)}; "
+                "tighten it, e.g. start it with a character class like [A-Za-z0-9_].",
+                code="unsafe_pattern",
+            )
+
+
+def _why_unsafe(value: str) -> str:
+    if value.startswith("-"):
+        return "which starts with '-' and a program would read as an option"
+    if _first_refused_character(value) is not None:
+        return "which holds a control character"
+    return "an empty value"
+
+
+def _split_template(template: Any) -> list[str]:
+    if not isinstance(template, str) or not template.strip():
+        raise ValidationError("The template is empty.", code="empty_template")
+    if len(template) > MAX_COMMAND_LENGTH:
+        raise ValidationError(
+            f"The template is longer than {MAX_COMMAND_LENGTH} characters.", code="too_long"
+        )
+    bad = _first_refused_character(template)
+    if bad is not None:
+        raise ValidationError(
+            f"The template contains {bad}; a client's command can never contain one, so "
+            "the rule could never match. Remove it.",
+            code="control_character",
+        )
+    try:
+        return shlex.split(template)
+    except ValueError as exc:
+        raise ValidationError(
+            f"The template cannot be split with POSIX shell rules ({exc}); check its quotes.",
+            code="unsplittable",
+        ) from None
+
+
+def _check_placeholders(tokens: list[str], patterns: dict[str, re.Pattern[str]]) -> set[str]:
+    """Return the parameter names the template uses; each must be one whole token."""
+    if PLACEHOLDER.fullmatch(tokens[0]):
+        raise ValidationError(
+            f"The program (first token, {tokens[0]!r}) must be written literally, "
+            "not as a parameter.",
+            code="parameter_program",
+        )
+    used: set[str] = set()
+    for position, token in enumerate(tokens, start=1):
+        name = _placeholder(token)
+        if name is None:
+            if PLACEHOLDER.search(token):
+                raise ValidationError(
+                    f"Token {position} ({token!r}) puts a parameter inside a longer "
+                    "token; a {name} must be a whole token, separated by spaces.",
+                    code="partial_placeholder",
+                )
+            continue
+        if name not in patterns:
+            raise ValidationError(
+                f"Token {position} is {{{name}}} but parameters has no pattern for "
+                f'{name!r}; add "{name}": "<regex>" (braces around a bare name always '
+                "mean a parameter).",
+                code="missing_pattern",
+            )
+        if name in used:
+            raise ValidationError(
+                f"{{{name}}} appears more than once; each parameter fills exactly one token.",
+                code="repeated_parameter",
+            )
+        used.add(name)
+    return used
+
+
+def _placeholder(token: str) -> str | None:
+    found = PLACEHOLDER.fullmatch(token)
+    return found.group(1) if found else None
+
+
+# --- commands ---------------------------------------------------------------------------
+def check_command_text(command: str) -> None:
+    """Raise NotWhitelisted unless command is non-empty, short, one line of plain text."""
+    if not isinstance(command, str):
+        raise NotWhitelisted("The command must be a string.")
+    if not command.strip():
+        raise NotWhitelisted("The command is empty.")
+    # Length first, so a huge input is refused without being scanned.
+    if len(command) > MAX_COMMAND_LENGTH:
+        raise NotWhitelisted(
+            f"The command is longer than {MAX_COMMAND_LENGTH} characters ({len(command)})."
+        )
+    bad = _first_refused_character(command)
+    if bad is not None:
+        raise NotWhitelisted(
+            f"The command contains {bad}; send one line of printable text with words "
+            "separated by spaces."
+        )
+
+
+def _first_refused_character(text: str) -> str | None:
+    for position, char in enumerate(text, start=1):
+        category = unicodedata.category(char)
+        if category in REFUSED_CATEGORIES:
+            return f"a control or invisible character (U+{ord(char):04X}) at position {position}"
+    return None
+
+
+def match(command: str, rule: AllowedCommand) -> Match:
+    """Match command against one rule (ignoring enabled and servers); no database."""
+    check_command_text(command)
+    template = _rule_tokens(rule)
+    tokens = _split_command(command, rule)
+    _compare_shape(tokens, template, rule)
+    params: dict[str, str] = {}
+    for position, (expected, token) in enumerate(zip(template, tokens, strict=True), start=1):
+        name = _placeholder(expected)
+        if name is not None:
+            _check_value(name, token, position, rule)
+            params[name] = token
+    return Match(rule=rule, params=params, argv=list(tokens))
+
+
+def _rule_tokens(rule: AllowedCommand) -> list[str]:
+    # Re-validated on every request, not read from template_tokens: a row written
+    # around save() (a queryset update, raw SQL, an old check) can never run unchecked.
+    try:
+        return check_rule(rule.template, rule.parameters)
+    except ValidationError as exc:
+        raise NotWhitelisted(
+            f"Rule {rule.action_type!r} is invalid and refuses every command until an "
+            f"admin fixes it: {' '.join(exc.messages)}"
+        ) from None
+
+
+def _split_command(command: str, rule: AllowedCommand) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError as exc:
+        raise NotWhitelisted(
+            f"The command cannot be split with POSIX shell rules ({exc}); it does not "
+            f"match rule {rule.action_type!r}."
+        ) from None
+
+
+def _compare_shape(tokens: list[str], template: list[str], rule: AllowedCommand) -> None:
+    # Literals first, up to the shorter length: the first differing position is named.
+    for position, (expected, token) in enumerate(zip(template, tokens, strict=False), start=1):
+        if _placeholder(expected) is None and token != expected:
+            raise NotWhitelisted(
+                f"Token {position} ({token!r}) does not match rule {rule.action_type!r}, "
+                f"which expects {expected!r} there."
+            )
+    if len(tokens) != len(template):
+        raise NotWhitelisted(
+            f"Rule {rule.action_type!r} expects {len(template)} tokens but the command has "
+            f"{len(tokens)}; they differ from token {min(len(tokens), len(template)) + 1}."
+        )
+
+
+def _check_value(name: str, value: str, position: int, rule: AllowedCommand) -> None:
+    where = f"Parameter {name!r} of rule {rule.action_type!r} (token {position}, {value!r})"
+    if value.startswith("-"):
+        raise InvalidParameter(f"{where} starts with '-', which a program would read as an option.")
+    pattern = re.compile(rule.parameters[name], PATTERN_FLAGS)
+    if not value or not pattern.fullmatch(value):
+        raise InvalidParameter(f"{where} does not match its pattern {pattern.pattern!r}.")
+
+
+# --- lookup -----------------------------------------------------------------------------
+def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
+    """Whether rule may run on server: no servers selected means every server."""
+    if server is None:
+        return True
+    allowed = rule.servers.all()  # served from prefetch_related when resolve() loaded it
+    return not allowed or any(item.pk == server.pk for item in allowed)
+
+
+def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
+    """Match command against the enabled rule named action_type, usable on server."""
+    check_command_text(command)
+    rule = (
+        AllowedCommand.objects.filter(action_type=action_type, enabled=True)
+        .prefetch_related("servers")
+        .first()
+    )
+    if rule is None or not usable_on(rule, server):
+        # Unknown, disabled and limited-elsewhere all read the same to a client.
+        raise NotWhitelisted(_no_rule_detail(action_type, server))
+    return match(command, rule)
+
+
+def _no_rule_detail(action_type: Any, server: Server | None) -> str:
+    name = str(action_type)[:64]
+    if server is None:
+        return f"No enabled rule named {name!r}."
+    return f"No enabled rule named {name!r} is usable on server {server.name!r}."
+
+
+def is_whitelisted(command: str, action_type: str, server: Server | None = None) -> bool:
+    """Whether resolve() would accept the command."""
+    try:
+        resolve(command, action_type, server)
+    except CommandRejected:
+        return False
+    return True
