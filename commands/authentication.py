@@ -5,6 +5,8 @@ this way has `request.auth` set to the `ApiKey` row and `request.user` set to th
 key's owner (or an anonymous user when the key has none).
 """
 
+from datetime import timedelta
+
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -13,6 +15,7 @@ from rest_framework.request import Request
 from commands.models import ApiKey
 
 KEYWORD = "Api-Key"
+LAST_USED_GRAIN = timedelta(minutes=1)
 
 
 def key_from_request(request: Request) -> str | None:
@@ -41,8 +44,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key.has_expired:
             raise exceptions.AuthenticationFailed("The API key has expired.")
         now = timezone.now()
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
+        # At most one write a minute per key: "last used" needs no finer grain, and a
+        # write on every request would serialize bursts on SQLite.
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRAIN:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
         return (key.owner or AnonymousUser(), key)
 
     def authenticate_header(self, request: Request) -> str:

@@ -127,6 +127,15 @@ try:
     }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves concurrent requests from threads: WAL lets readers
+    # and a writer overlap, IMMEDIATE takes the write lock up front (no upgrade
+    # deadlocks), and a busy timeout makes writers queue instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:

@@ -17,6 +17,23 @@ from tests.sshd import SSHD, SSHDaemon, keygen, public_key
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Test on a SQLite *file*, like the embedded deployment, not shared-cache memory.
+
+    Shared-cache in-memory SQLite fails concurrent writers at once ("table is locked")
+    instead of queuing them, which is not how the app runs; concurrency tests need the
+    real behaviour.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(
+            tmp_path_factory.mktemp("db") / "test.sqlite3"
+        )
+
+
+@pytest.fixture(scope="session")
 def ssh_keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
         pytest.fail(
