@@ -8,13 +8,34 @@ of the `commands.exceptions.SSHError` family.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
+import logging
+import re
+import select
+import shlex
 import socket
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
+import fabric
 import paramiko
+from paramiko.common import cMSG_CHANNEL_REQUEST
+from paramiko.message import Message
 
-from commands.exceptions import ConnectFailed, SSHError
+from commands.exceptions import (
+    AuthFailed,
+    CommandTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    SSHError,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,3 +101,559 @@ def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
         raise SSHError(f"SSH handshake with {host}:{port} failed: {exc}") from None
     finally:
         transport.close()
+
+
+# --- the executor -------------------------------------------------------------------------
+# Why the process is stopped with a server-side `timeout -k` wrapper (measured on OpenSSH 9.2,
+# see docs/performance.md): closing a channel without a pty leaves the remote process running;
+# the "signal" channel request is refused for root logins ("session signalling requires
+# privilege separation"); a pty would merge stderr into stdout. `timeout` (coreutils/busybox)
+# needs no pty, keeps stderr separate, kills the whole process group, and still fires if our
+# connection or this process dies mid-command. It costs ~1.7 ms of fork+exec per command.
+KILL_AFTER_SECONDS = 1  # `timeout -k`: SIGTERM at the deadline, SIGKILL this much later
+STOP_GRACE_SECONDS = KILL_AFTER_SECONDS + 1.0  # how long we wait for the stopped process
+READ_CHUNK = 64 * 1024
+_OPEN_RETRY_CODES = {
+    paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,  # MaxSessions reached
+    paramiko.common.OPEN_FAILED_CONNECT_FAILED,  # slot not yet freed after the last exit
+}
+_MISSING_TIMEOUT = re.compile(r"\btimeout: (command )?not found")
+
+
+def _where(target: SSHTarget) -> str:
+    return f"{target.name} ({target.host}:{target.port})"
+
+
+def _server_side_command(command: str, timeout: float) -> str:
+    """`command` run under `timeout -k`, rebuilt as argv with shlex (never concatenated)."""
+    seconds = f"{max(timeout, 0.001):.3f}".rstrip("0").rstrip(".")
+    return shlex.join(["timeout", "-k", str(KILL_AFTER_SECONDS), seconds, *shlex.split(command)])
+
+
+def _disabled_host_key_algorithms(pinned: paramiko.PKey) -> list[str]:
+    """Every host-key algorithm except the pinned key's, so the server presents that one."""
+    kind = pinned.get_name()
+    allowed = {"rsa-sha2-256", "rsa-sha2-512", kind} if kind == "ssh-rsa" else {kind}
+    return [name for name in paramiko.Transport._preferred_keys if name not in allowed]
+
+
+def _pinned_key(target: SSHTarget) -> paramiko.PKey:
+    if not target.host_key:
+        raise HostKeyUnknown(
+            f"host key for {_where(target)} is not pinned; run "
+            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+        )
+    try:
+        return parse_host_key(target.host_key)
+    except ValueError as exc:
+        raise HostKeyUnknown(
+            f"the pinned host key for {_where(target)} is unusable ({exc}); run "
+            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+        ) from None
+
+
+def _client_key(target: SSHTarget) -> paramiko.PKey:
+    """Our private key, loaded here so a bad file is a clear AuthFailed (never its content)."""
+    fix = "set HOMELAB_SSH_KEY_FILE or the server's key file"
+    if target.key_filename is None:
+        raise AuthFailed(f"no SSH private key is configured for {target.name}; {fix}")
+    try:
+        return paramiko.PKey.from_path(target.key_filename)
+    except paramiko.PasswordRequiredException:
+        reason = "is encrypted (use a key without a passphrase)"
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        logger.warning("cannot load SSH key %s: %s", target.key_filename, type(exc).__name__)
+        reason = "cannot be read or is not a private key"
+    raise AuthFailed(f"the SSH private key file for {target.name} {reason}; {fix}")
+
+
+def _tcp_connect(target: SSHTarget, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    except TimeoutError:
+        raise ConnectFailed(
+            f"{_where(target)} did not accept a TCP connection within {timeout:g} s; "
+            "check the address, the port and that the server is up"
+        ) from None
+    except OSError as exc:
+        raise ConnectFailed(
+            f"could not connect to {_where(target)}: {exc.strerror or exc}; "
+            "check the address, the port and that sshd is running"
+        ) from None
+    # paramiko leaves Nagle on: every channel open then waits ~40 ms for a delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+def _fabric_connection(
+    target: SSHTarget, timeout: float, pinned: paramiko.PKey, pkey: paramiko.PKey
+) -> tuple[fabric.Connection, socket.socket]:
+    sock = _tcp_connect(target, timeout)
+    conn = fabric.Connection(
+        host=target.host,
+        user=target.username,
+        port=target.port,
+        # An explicit empty ssh_config and a lazy config: no ~/.ssh/config, no agent, no
+        # config files can change where or how we connect.
+        config=fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig()),
+        forward_agent=False,
+        gateway=False,
+        connect_kwargs={
+            "sock": sock,
+            "pkey": pkey,
+            "look_for_keys": False,
+            "allow_agent": False,
+            "timeout": timeout,  # the whole key exchange (start_client)
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "channel_timeout": timeout,
+            "disabled_algorithms": {"keys": _disabled_host_key_algorithms(pinned)},
+        },
+    )
+    # Replace Fabric's default auto-add policy: only the pinned key is accepted.
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    name = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+    conn.client.get_host_keys().add(name, pinned.get_name(), pinned)
+    return conn, sock
+
+
+def _connect(
+    target: SSHTarget, timeout: float, keepalive: int
+) -> tuple[fabric.Connection, socket.socket]:
+    """An authenticated Fabric Connection to target (and its socket), or an SSHError."""
+    pinned = _pinned_key(target)
+    pkey = _client_key(target)
+    conn, sock = _fabric_connection(target, timeout, pinned, pkey)
+    try:
+        conn.open()
+    except BaseException as exc:
+        conn.close()
+        sock.close()
+        raise _connect_error(target, exc, pinned, timeout) from None
+    conn.transport.set_keepalive(keepalive)
+    return conn, sock
+
+
+def _connect_error(
+    target: SSHTarget, exc: BaseException, pinned: paramiko.PKey, timeout: float
+) -> BaseException:
+    where, trust = _where(target), f"`python manage.py trusthost {target.name}`"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyMismatch(
+            f"host key for {where} changed: the server presented {fingerprint(exc.key)} but "
+            f"{fingerprint(pinned)} is pinned; nothing was run. If the server was reinstalled, "
+            f"check the fingerprint on it and run {trust}"
+        )
+    if isinstance(exc, paramiko.AuthenticationException) and "timeout" not in str(exc):
+        return AuthFailed(
+            f"{where} refused our SSH key for user {target.username}; add the public key to "
+            "that user's authorized_keys, or set HOMELAB_SSH_KEY_FILE or the server's key file"
+        )
+    if "no acceptable host key" in str(exc) or "requested host key type" in str(exc):
+        return HostKeyMismatch(
+            f"{where} offers no {pinned.get_name()} host key, the type pinned "
+            f"({fingerprint(pinned)}); nothing was run. Check the server and run {trust}"
+        )
+    if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+        return ConnectFailed(
+            f"SSH handshake with {where} failed within {timeout:g} s ({exc}); "
+            "check that the port is sshd and the server is healthy"
+        )
+    return exc  # KeyboardInterrupt and programming errors pass through unchanged
+
+
+class _CappedOutput:
+    """One stream: keeps the first `limit` bytes, decodes UTF-8 across chunk boundaries."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = 0
+        self.truncated = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        room = self.limit - self.kept
+        if len(data) > room:
+            self.truncated = True
+            data = data[:room]
+        if data:
+            self.kept += len(data)
+            self._parts.append(self._decoder.decode(data))
+
+    def text(self) -> str:
+        # When cut, a character split by the cut is dropped rather than shown as U+FFFD.
+        tail = "" if self.truncated else self._decoder.decode(b"", final=True)
+        return "".join(self._parts) + tail
+
+
+class _StaleConnection(Exception):
+    """The pooled transport cannot open a session; nothing ran, so reconnecting is safe."""
+
+
+class _Pooled:
+    """One pooled Fabric Connection; counters are guarded by the executor's condition."""
+
+    def __init__(self, target: SSHTarget) -> None:
+        self.target = target
+        self.open_lock = threading.Lock()  # Fabric's Connection is not thread-safe to open
+        self.conn: fabric.Connection | None = None
+        self.sock: socket.socket | None = None
+        self.open_error: SSHError | None = None
+        self.in_use = 0
+        self.idle_since = time.monotonic()
+        self.broken = False
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.sock is not None:
+            self.sock.close()
+
+
+def _send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
+    """Start command on chan; False if the server refused (nothing ran).
+
+    Channel.exec_command waits for the server's answer with no deadline, so a silent peer
+    would hang this thread; this sends the same request paramiko does and waits with one.
+    """
+    msg = Message()
+    msg.add_byte(cMSG_CHANNEL_REQUEST)
+    msg.add_int(chan.remote_chanid)
+    msg.add_string("exec")
+    msg.add_boolean(True)
+    msg.add_string(command)
+    chan._event_pending()
+    chan.transport._send_user_message(msg)
+    if not chan.event.wait(timeout):
+        raise paramiko.SSHException(f"no answer to the exec request within {timeout:g} s")
+    if chan.event_ready:
+        return True
+    if not chan.transport.is_active():
+        raise chan.transport.get_exception() or EOFError("connection closed")
+    return False
+
+
+def _drain(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput) -> None:
+    # Keep reading past the caps: the window stays open and the command runs to its end
+    # (its exit code stays true); only the first `limit` bytes of each stream are kept.
+    while chan.recv_ready() or chan.recv_stderr_ready():
+        if chan.recv_ready():
+            out.feed(chan.recv(READ_CHUNK))
+        if chan.recv_stderr_ready():
+            err.feed(chan.recv_stderr(READ_CHUNK))
+
+
+def _pump(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput, deadline: float) -> bool:
+    """Read both streams until the command ended (True) or the deadline passed (False)."""
+    while True:
+        _drain(chan, out, err)
+        if chan.closed or (chan.eof_received and chan.status_event.is_set()):
+            _drain(chan, out, err)
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if chan.eof_received:
+            # Output is complete; only the exit status is still to come. Never
+            # recv_exit_status(): it ignores timeouts.
+            chan.status_event.wait(remaining)
+        else:
+            # The channel's fileno() is a pipe paramiko sets on stdout, stderr and EOF.
+            select.select([chan], [], [], remaining)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class SSHPooledExecutor:
+    """Runs one command on one server over pooled, pinned, deadline-bound SSH connections.
+
+    Connections are keyed by SSHTarget (host, port, user, key file, pinned host key), opened
+    lazily, shared by threads up to `max_channels_per_connection` sessions each (below sshd's
+    MaxSessions, 10 by default) and closed after `idle_seconds` unused.
+    """
+
+    # Class attributes so tests (and callers) subclass instead of patching.
+    max_connections_per_target = 4  # then requests queue for a free session
+    open_retry_delay = 0.005  # first back-off after sshd refuses a session open
+
+    def __init__(
+        self,
+        *,
+        idle_seconds: float = 300,
+        keepalive_seconds: int = 15,
+        max_channels_per_connection: int = 8,
+        connect_timeout: float = 10,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.keepalive_seconds = keepalive_seconds
+        self.max_channels_per_connection = max_channels_per_connection
+        self.connect_timeout = connect_timeout
+        self._cond = threading.Condition()  # guards _pool and every _Pooled's counters
+        self._pool: dict[SSHTarget, list[_Pooled]] = {}
+        self._closed = False
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def execute(
+        self, target: SSHTarget, command: str, *, timeout: float, output_limit: int = 10240
+    ) -> CommandResult:
+        """Run `command` on target; a CommandResult, or an SSHError (a command is never re-run).
+
+        `command` is a shell-safe string (shlex.join of an argv). CommandTimeout carries the
+        output read so far as `.partial` (a CommandResult with exit_code -1).
+        """
+        if timeout <= 0 or output_limit < 0:
+            raise ValueError("timeout must be > 0 and output_limit >= 0")
+        _pinned_key(target)  # an unpinned server is refused before any network I/O
+        started = time.monotonic()
+        pooled, chan = self._session(target)
+        try:
+            wrapped = _server_side_command(command, timeout)
+            return self._run(pooled, chan, wrapped, timeout, output_limit, started)
+        finally:
+            chan.close()
+            self._release(pooled)
+
+    def close(self) -> None:
+        """Close every pooled connection; later execute() calls raise SSHError."""
+        with self._cond:
+            self._closed = True
+            doomed = [pooled for conns in self._pool.values() for pooled in conns]
+            self._pool.clear()
+            self._cond.notify_all()
+        self._stop.set()
+        for pooled in doomed:
+            pooled.broken = True
+            pooled.close()
+
+    # --- running one command ---------------------------------------------------------------
+    def _run(
+        self,
+        pooled: _Pooled,
+        chan: paramiko.Channel,
+        command: str,
+        timeout: float,
+        limit: int,
+        started: float,
+    ) -> CommandResult:
+        where = _where(pooled.target)
+        out, err = _CappedOutput(limit), _CappedOutput(limit)
+        try:
+            accepted = _send_exec(chan, command, min(timeout, self.connect_timeout))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._evict(pooled)
+            raise ConnectionLost(
+                f"the connection to {where} failed while starting the command ({exc}); it may "
+                "have run, so it was not retried"
+            ) from None
+        if not accepted:
+            raise SSHError(f"{where} refused to run a command for {pooled.target.username}")
+        if not _pump(chan, out, err, time.monotonic() + timeout):
+            self._timed_out(pooled, chan, out, err, timeout, started)
+        if chan.exit_status == -1 and not chan.transport.is_active():
+            self._evict(pooled)
+            raise ConnectionLost(
+                f"the connection to {where} dropped while the command ran; it may have "
+                "finished or not, so it was not retried"
+            )
+        result = CommandResult(
+            exit_code=chan.exit_status,  # -1: killed by a signal (no exit status)
+            stdout=out.text(),
+            stderr=err.text(),
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            duration_ms=_elapsed_ms(started),
+        )
+        if result.exit_code == 127 and _MISSING_TIMEOUT.search(result.stderr):
+            raise SSHError(
+                f"{where} has no `timeout` command, which homelab uses to stop timed-out "
+                "commands; install coreutils (or busybox) there"
+            )
+        return result
+
+    def _timed_out(self, pooled, chan, out, err, timeout: float, started: float) -> None:
+        # The server-side `timeout` fires now (SIGTERM, then SIGKILL); keep reading so the
+        # partial output includes what the command printed while it was being stopped.
+        if not _pump(chan, out, err, time.monotonic() + STOP_GRACE_SECONDS):
+            self._evict(pooled)  # the server did not answer at all: do not reuse it
+        exc = CommandTimeout(
+            f"the command did not finish within {timeout:g} s on {_where(pooled.target)} and "
+            "was stopped there; raise the rule's timeout if it needs longer"
+        )
+        exc.partial = CommandResult(
+            exit_code=-1,
+            stdout=out.text(),
+            stderr=err.text(),
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            duration_ms=_elapsed_ms(started),
+        )
+        raise exc
+
+    # --- getting a session -----------------------------------------------------------------
+    def _session(self, target: SSHTarget) -> tuple[_Pooled, paramiko.Channel]:
+        """A pooled connection with an open channel; a stale connection is replaced once."""
+        for attempt in (1, 2):
+            pooled = self._acquire(target)
+            try:
+                reused = self._ensure_open(pooled)
+                return pooled, self._open_channel(pooled)
+            except _StaleConnection as exc:
+                self._evict(pooled)
+                self._release(pooled)
+                if not reused or attempt == 2:
+                    raise ConnectFailed(f"{exc}; nothing was run") from None
+                logger.info("SSH connection to %s was stale (%s); reconnecting", target.name, exc)
+            except BaseException:
+                self._release(pooled)
+                raise
+        raise AssertionError("unreachable")
+
+    def _open_channel(self, pooled: _Pooled) -> paramiko.Channel:
+        where = _where(pooled.target)
+        transport = pooled.conn.transport
+        deadline = time.monotonic() + self.connect_timeout
+        delay = self.open_retry_delay
+        while True:
+            if not transport.is_active():
+                raise _StaleConnection(f"the connection to {where} was closed")
+            try:
+                return transport.open_session(timeout=max(deadline - time.monotonic(), 0.001))
+            except paramiko.ChannelException as exc:
+                # sshd frees a session slot a moment after the exit status; retrying is
+                # safe because nothing ran.
+                if exc.code not in _OPEN_RETRY_CODES or time.monotonic() + delay > deadline:
+                    raise ConnectFailed(
+                        f"{where} refused a new SSH session ({exc.text}); nothing was run. "
+                        "Raise MaxSessions in its sshd_config or lower "
+                        "max_channels_per_connection"
+                    ) from None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                # paramiko keeps one "saved exception" per transport, so under concurrency a
+                # refusal meant for this open can surface in another thread and this one only
+                # sees "Unable to open channel." while the transport is fine: a refusal too.
+                refused = "Unable to open channel" in str(exc) and transport.is_active()
+                if not refused or time.monotonic() + delay > deadline:
+                    raise _StaleConnection(
+                        f"{where} did not open an SSH session within "
+                        f"{self.connect_timeout:g} s ({exc or type(exc).__name__})"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _ensure_open(self, pooled: _Pooled) -> bool:
+        """Connect pooled if needed (one thread at a time); True if it was already open."""
+        with pooled.open_lock:
+            if pooled.conn is not None:
+                return True
+            if pooled.open_error is not None:  # another thread just failed to open it
+                raise type(pooled.open_error)(pooled.open_error.detail)
+            try:
+                pooled.conn, pooled.sock = _connect(
+                    pooled.target, self.connect_timeout, self.keepalive_seconds
+                )
+            except SSHError as exc:
+                pooled.open_error = exc
+                self._evict(pooled)
+                raise
+            return False
+
+    # --- the pool ------------------------------------------------------------------------------
+    def _acquire(self, target: SSHTarget) -> _Pooled:
+        """Reserve a session slot on a pooled connection, waiting while all are busy."""
+        deadline = time.monotonic() + self.connect_timeout
+        with self._cond:
+            self._start_reaper()
+            while True:
+                if self._closed:
+                    raise SSHError("the SSH executor is closed")
+                conns = self._pool.setdefault(target, [])
+                for pooled in conns:
+                    if pooled.in_use < self.max_channels_per_connection:
+                        pooled.in_use += 1
+                        return pooled
+                if len(conns) < self.max_connections_per_target:
+                    pooled = _Pooled(target)
+                    pooled.in_use = 1
+                    conns.append(pooled)
+                    return pooled
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectFailed(
+                        f"all SSH sessions to {_where(target)} stayed busy for "
+                        f"{self.connect_timeout:g} s; nothing was run, try again later"
+                    )
+                self._cond.wait(remaining)
+
+    def _release(self, pooled: _Pooled) -> None:
+        with self._cond:
+            pooled.in_use -= 1
+            pooled.idle_since = time.monotonic()
+            close_now = pooled.broken and pooled.in_use == 0
+            self._cond.notify_all()
+        if close_now:
+            pooled.close()
+
+    def _evict(self, pooled: _Pooled) -> None:
+        """Take pooled out of the pool; its last user closes it (see _release)."""
+        with self._cond:
+            pooled.broken = True
+            conns = self._pool.get(pooled.target, [])
+            if pooled in conns:
+                conns.remove(pooled)
+            self._cond.notify_all()
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = threading.Thread(
+                target=self._reap_forever, name="ssh-pool-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def _reap_forever(self) -> None:
+        interval = min(max(self.idle_seconds / 4, 0.05), 30.0)
+        while not self._stop.wait(interval):
+            with self._cond:
+                doomed = self._take_idle(time.monotonic())
+            for pooled in doomed:
+                pooled.close()
+
+    def _take_idle(self, now: float) -> list[_Pooled]:
+        """Unused connections idle too long or already dead (call with _cond held)."""
+        doomed = []
+        for conns in self._pool.values():
+            for pooled in list(conns):
+                if pooled.in_use or pooled.conn is None:
+                    continue
+                dead = not pooled.conn.transport.is_active()
+                if dead or now - pooled.idle_since >= self.idle_seconds:
+                    pooled.broken = True
+                    conns.remove(pooled)
+                    doomed.append(pooled)
+        return doomed
+
+
+_instance: SSHPooledExecutor | None = None
+_instance_lock = threading.Lock()
+
+
+def get_executor(**options: Any) -> SSHPooledExecutor:
+    """The process-wide executor shared by all requests, created on first use with options."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = SSHPooledExecutor(**options)
+        return _instance
+
+
+def close_all() -> None:
+    """Close the process-wide executor's connections; the next get_executor() starts afresh."""
+    global _instance
+    with _instance_lock:
+        executor, _instance = _instance, None
+    if executor is not None:
+        executor.close()

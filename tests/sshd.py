@@ -158,3 +158,25 @@ class SSHDaemon:
     def accepted_connections(self) -> int:
         """How many client connections sshd authenticated, counted from its log."""
         return self.log().count("Accepted publickey")
+
+
+def processes_matching(text: str) -> list[int]:
+    """PIDs of this machine's processes whose command line contains text (the servers
+    the tests talk to run here, so this is `ps` on the server side)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    pids = []
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if text in args and int(pid) != os.getpid():
+            pids.append(int(pid))
+    return pids
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Poll predicate until it is true or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,260 @@
+"""The SSH executor against real sshd daemons: results, output, timeouts and the pool.
+
+Failure modes (host keys, auth, dead peers) are in test_ssh_failures.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from commands import ssh
+from commands.exceptions import CommandTimeout
+from tests.sshd import SSHDaemon, processes_matching, wait_for
+
+SLACK = 5.0  # generous: proves "does not hang", never measures speed
+
+
+def target_for(daemon: SSHDaemon, key: Path, **changes: object) -> ssh.SSHTarget:
+    fields = {
+        "name": "srv",
+        "host": daemon.host,
+        "port": daemon.port,
+        "username": daemon.username,
+        "key_filename": str(key),
+        "host_key": daemon.host_key,
+        **changes,
+    }
+    return ssh.SSHTarget(**fields)
+
+
+@pytest.fixture
+def executor() -> Iterator[ssh.SSHPooledExecutor]:
+    pool = ssh.SSHPooledExecutor(connect_timeout=3)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def target(sshd: SSHDaemon, client_key: Path) -> ssh.SSHTarget:
+    return target_for(sshd, client_key)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique `sleep` argument to find our remote process with ps; killed by PID at the end."""
+    value = f"1234.{random.randint(10**8, 10**9)}"
+    yield value
+    for pid in processes_matching(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sh(script: str) -> str:
+    """A shell snippet as the service passes commands: shlex.join of an argv."""
+    return shlex.join(["sh", "-c", script])
+
+
+# --- results ------------------------------------------------------------------------------
+def test_it_runs_a_command_and_returns_its_output_and_exit_code(executor, target):
+    result = executor.execute(target, shlex.join(["echo", "hello world"]), timeout=5)
+
+    assert result.exit_code == 0
+    assert result.stdout == "hello world\n"
+    assert result.stderr == ""
+    assert not result.stdout_truncated and not result.stderr_truncated
+    assert result.duration_ms >= 0
+
+
+def test_a_non_zero_exit_code_is_returned_not_raised(executor, target):
+    assert executor.execute(target, sh("exit 3"), timeout=5).exit_code == 3
+
+
+def test_stderr_is_kept_separate_from_stdout(executor, target):
+    result = executor.execute(target, sh("echo out; echo err >&2"), timeout=5)
+
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
+
+
+def test_an_unknown_command_exits_127(executor, target):
+    result = executor.execute(target, "no-such-command-homelab", timeout=5)
+
+    assert result.exit_code == 127
+    assert "no-such-command-homelab" in result.stderr
+
+
+def test_shell_syntax_in_the_command_string_is_not_interpreted(executor, target, tmp_path):
+    # The command is an argv joined by shlex; re-wrapping it must keep it one argv.
+    victim = tmp_path / "victim"
+    result = executor.execute(target, shlex.join(["echo", f"x; touch {victim}"]), timeout=5)
+
+    assert result.stdout == f"x; touch {victim}\n"
+    assert not victim.exists()
+
+
+# --- output -------------------------------------------------------------------------------
+def test_50_mb_of_output_is_capped_flagged_and_returned_promptly(executor, target):
+    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+
+    result = executor.execute(
+        target, sh("head -c 50000000 /dev/zero; head -c 3000000 /dev/zero >&2"), timeout=60
+    )
+
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 0  # drained to the end, so the real exit code
+    assert result.stdout_truncated and result.stderr_truncated
+    assert len(result.stdout) == len(result.stderr) == 10240
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb
+    assert grown_kb < 40_000  # nowhere near the 53 MB printed
+
+
+def test_the_output_limit_applies_to_each_stream_separately(executor, target):
+    result = executor.execute(
+        target, sh("printf 0123456789; printf ab >&2"), timeout=5, output_limit=4
+    )
+
+    assert (result.stdout, result.stdout_truncated) == ("0123", True)
+    assert (result.stderr, result.stderr_truncated) == ("ab", False)
+
+
+def test_a_utf8_character_split_across_reads_is_decoded_whole(executor, target):
+    # The euro sign's three bytes arrive in two SSH packets, 0.3 s apart.
+    result = executor.execute(
+        target, sh(r"printf '\342\202'; sleep 0.3; printf '\254!'"), timeout=5
+    )
+
+    assert result.stdout == "€!"
+
+
+def test_invalid_utf8_becomes_replacement_characters(executor, target):
+    result = executor.execute(target, sh(r"printf 'a\377b\342\202'"), timeout=5)
+
+    assert result.stdout == "a\ufffdb\ufffd"
+
+
+def test_a_cut_through_a_character_drops_it_instead_of_garbling_it(executor, target):
+    result = executor.execute(target, sh("printf 'abc€def'"), timeout=5, output_limit=4)
+
+    assert (result.stdout, result.stdout_truncated) == ("abc", True)
+
+
+# --- timeouts -----------------------------------------------------------------------------
+def test_a_timeout_stops_the_remote_process_and_returns_the_partial_output(
+    executor, target, marker
+):
+    command = sh(f"echo started; echo warming >&2; sleep {marker}")
+    started = time.monotonic()
+
+    with pytest.raises(CommandTimeout) as caught:
+        executor.execute(target, command, timeout=1)
+
+    assert time.monotonic() - started < 1 + SLACK  # the worker thread is free again
+    partial = caught.value.partial
+    assert (partial.exit_code, partial.stdout, partial.stderr) == (-1, "started\n", "warming\n")
+    assert "did not finish within 1 s on srv" in caught.value.detail
+    assert wait_for(lambda: not processes_matching(marker), timeout=5)
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(executor, target, marker):
+    with pytest.raises(CommandTimeout):
+        executor.execute(target, sh(f"trap '' TERM; sleep {marker}"), timeout=1)
+
+    assert wait_for(lambda: not processes_matching(marker), timeout=5)
+
+
+def test_the_connection_is_reused_after_a_timeout(executor, target, sshd, marker):
+    with pytest.raises(CommandTimeout):
+        executor.execute(target, sh(f"sleep {marker}"), timeout=1)
+
+    assert executor.execute(target, "true", timeout=5).exit_code == 0
+    assert sshd.accepted_connections() == 1
+
+
+# --- the pool -----------------------------------------------------------------------------
+def test_twenty_sequential_commands_use_one_tcp_connection(executor, target, sshd):
+    outputs = [executor.execute(target, f"echo {i}", timeout=5).stdout for i in range(20)]
+
+    assert outputs == [f"{i}\n" for i in range(20)]
+    assert sshd.accepted_connections() == 1
+    assert len(sshd.session_pids()) == 1  # one sshd child serves the one connection
+
+
+def test_twenty_concurrent_commands_all_succeed_against_max_sessions_10(
+    executor, sshd_factory, client_key
+):
+    daemon = sshd_factory(max_sessions=10)
+    target = target_for(daemon, client_key)
+
+    with ThreadPoolExecutor(max_workers=20) as threads:
+        results = list(
+            threads.map(
+                lambda i: executor.execute(target, sh(f"sleep 0.3; echo {i}"), timeout=10),
+                range(20),
+            )
+        )
+
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+    assert daemon.accepted_connections() <= 3  # 8 sessions per connection, then another one
+
+
+class OneConnectionExecutor(ssh.SSHPooledExecutor):
+    max_connections_per_target = 1
+
+
+def test_requests_beyond_the_session_cap_wait_for_a_slot_instead_of_failing(
+    sshd_factory, client_key
+):
+    # Cap == MaxSessions: sshd frees a slot a moment after the exit status, so opens are
+    # refused under load and must be retried; the cold pool also opens under contention.
+    daemon = sshd_factory(max_sessions=10)
+    target = target_for(daemon, client_key)
+    pool = OneConnectionExecutor(max_channels_per_connection=10, connect_timeout=5)
+    try:
+        with ThreadPoolExecutor(max_workers=20) as threads:
+            for _ in range(3):
+                results = list(
+                    threads.map(lambda i: pool.execute(target, f"echo {i}", timeout=10), range(20))
+                )
+                assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+    finally:
+        pool.close()
+    assert daemon.accepted_connections() == 1
+
+
+def test_an_idle_connection_is_closed_after_idle_seconds(sshd, target):
+    pool = ssh.SSHPooledExecutor(idle_seconds=0.3)
+    try:
+        pool.execute(target, "true", timeout=5)
+        assert wait_for(lambda: not sshd.session_pids(), timeout=5)
+
+        assert pool.execute(target, "true", timeout=5).exit_code == 0
+        assert sshd.accepted_connections() == 2
+    finally:
+        pool.close()
+
+
+def test_get_executor_returns_one_shared_instance_until_close_all():
+    ssh.close_all()
+    seen: list[ssh.SSHPooledExecutor] = []
+    threads = [threading.Thread(target=lambda: seen.append(ssh.get_executor())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({id(instance) for instance in seen}) == 1
+    ssh.close_all()
+    assert ssh.get_executor() is not seen[0]
+    ssh.close_all()

@@ -1,0 +1,275 @@
+"""How the SSH executor fails, against real sshd daemons: pinned host keys, auth, deadlines,
+dead and restarted peers. Every failure is one of the SSHError family with a detail that
+says what to fix."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from commands import ssh
+from commands.exceptions import (
+    AuthFailed,
+    ConnectFailed,
+    ConnectionLost,
+    HostKeyMismatch,
+    HostKeyUnknown,
+)
+from tests.sshd import SSHDaemon, processes_matching, public_key, wait_for
+from tests.test_ssh_executor import SLACK, marker, target_for  # noqa: F401 (marker: fixture)
+
+
+@pytest.fixture
+def executor() -> Iterator[ssh.SSHPooledExecutor]:
+    pool = ssh.SSHPooledExecutor(connect_timeout=1)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def rsa_host_key(tmp_path: Path) -> Path:
+    path = tmp_path / "ssh_host_rsa_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(path)], check=True
+    )
+    return path
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections but never speaks SSH."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel drops our SYN, so connect() hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        time.sleep(0.1)
+        yield listener.getsockname()[1]
+        for filler in fillers:
+            filler.close()
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def connections_seen(daemon: SSHDaemon) -> int:
+    return daemon.log().count("Connection from")
+
+
+# --- host keys ------------------------------------------------------------------------------
+def test_an_unpinned_server_is_refused_before_any_connection(executor, sshd, client_key):
+    before = connections_seen(sshd)
+    target = target_for(sshd, client_key, host_key="")
+
+    with pytest.raises(HostKeyUnknown) as caught:
+        executor.execute(target, "true", timeout=5)
+
+    assert caught.value.detail == (
+        f"host key for srv ({sshd.host}:{sshd.port}) is not pinned; run "
+        "`python manage.py trusthost srv` after checking the fingerprint"
+    )
+    assert connections_seen(sshd) == before
+
+
+def test_a_changed_host_key_is_refused_before_auth_and_nothing_runs(
+    executor, sshd, client_key, other_client_key, tmp_path
+):
+    wrong_pin = public_key(other_client_key)  # an ed25519 key, not the server's
+    target = target_for(sshd, client_key, host_key=wrong_pin)
+    touched = tmp_path / "ran"
+
+    with pytest.raises(HostKeyMismatch) as caught:
+        executor.execute(target, shlex.join(["touch", str(touched)]), timeout=5)
+
+    detail = caught.value.detail
+    assert ssh.fingerprint(sshd.host_key) in detail and ssh.fingerprint(wrong_pin) in detail
+    assert "python manage.py trusthost srv" in detail
+    assert not touched.exists()
+    assert sshd.accepted_connections() == 0
+
+
+def test_a_server_without_a_key_of_the_pinned_type_is_refused(
+    executor, sshd, client_key, rsa_host_key
+):
+    target = target_for(sshd, client_key, host_key=public_key(rsa_host_key))
+
+    with pytest.raises(HostKeyMismatch, match="offers no ssh-rsa host key"):
+        executor.execute(target, "true", timeout=5)
+    assert sshd.accepted_connections() == 0
+
+
+def test_a_server_with_several_host_keys_presents_the_pinned_one(
+    executor, sshd_factory, client_key, rsa_host_key
+):
+    daemon = sshd_factory(extra_config=[f"HostKey {rsa_host_key}"])
+    by_rsa = target_for(daemon, client_key, name="by-rsa", host_key=public_key(rsa_host_key))
+    by_ed25519 = target_for(daemon, client_key)
+
+    assert executor.execute(by_rsa, "echo rsa", timeout=5).stdout == "rsa\n"
+    assert executor.execute(by_ed25519, "echo ed", timeout=5).stdout == "ed\n"
+
+
+# --- authentication -------------------------------------------------------------------------
+def test_a_key_the_server_does_not_accept_fails_with_auth_failed(executor, sshd, other_client_key):
+    with pytest.raises(AuthFailed) as caught:
+        executor.execute(target_for(sshd, other_client_key), "true", timeout=5)
+
+    assert "refused our SSH key for user" in caught.value.detail
+    assert str(other_client_key) not in caught.value.detail
+
+
+def test_no_configured_key_fails_with_auth_failed_naming_the_setting(executor, sshd, client_key):
+    with pytest.raises(AuthFailed, match="set HOMELAB_SSH_KEY_FILE or the server's key file"):
+        executor.execute(target_for(sshd, client_key, key_filename=None), "true", timeout=5)
+
+
+@pytest.mark.parametrize("content", [None, "SECRET-LOOKING-CONTENT\n"])
+def test_an_unusable_key_file_fails_without_revealing_its_path_or_content(
+    executor, sshd, client_key, tmp_path, content
+):
+    key = tmp_path / "id_broken"
+    if content is not None:
+        key.write_text(content)
+
+    with pytest.raises(AuthFailed) as caught:
+        executor.execute(target_for(sshd, client_key, key_filename=str(key)), "true", timeout=5)
+
+    assert str(key) not in caught.value.detail
+    assert "SECRET" not in caught.value.detail
+
+
+# --- deadlines ------------------------------------------------------------------------------
+def test_a_listener_that_never_speaks_ssh_fails_within_the_connect_deadline(
+    executor, sshd, client_key, silent_port
+):
+    target = target_for(sshd, client_key, port=silent_port)
+    started = time.monotonic()
+
+    with pytest.raises(ConnectFailed, match="SSH handshake with srv"):
+        executor.execute(target, "true", timeout=5)
+    assert time.monotonic() - started < 1 + SLACK
+
+
+def test_a_tcp_connect_that_gets_no_answer_fails_within_the_connect_deadline(
+    executor, sshd, client_key, unanswered_port
+):
+    target = target_for(sshd, client_key, port=unanswered_port)
+    started = time.monotonic()
+
+    with pytest.raises(ConnectFailed, match="did not accept a TCP connection within 1 s"):
+        executor.execute(target, "true", timeout=5)
+    assert time.monotonic() - started < 1 + SLACK
+
+
+def test_a_closed_port_fails_with_connect_failed(executor, sshd, client_key):
+    port = sshd.port
+    sshd.stop()
+
+    with pytest.raises(ConnectFailed, match="could not connect to srv"):
+        executor.execute(target_for(sshd, client_key, port=port), "true", timeout=5)
+
+
+# --- dead, frozen and restarted peers --------------------------------------------------------
+def test_a_frozen_connection_is_replaced_before_exec(executor, sshd, client_key):
+    # The peer stops answering but the TCP connection stays up: is_active() stays true,
+    # so only the channel-open deadline notices; nothing ran, so it reconnects once.
+    target = target_for(sshd, client_key)
+    executor.execute(target, "true", timeout=5)
+    frozen = sshd.session_pids()
+    signal_all(frozen, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert executor.execute(target, "echo again", timeout=5).stdout == "again\n"
+        assert time.monotonic() - started < 1 + SLACK
+        assert sshd.accepted_connections() == 2
+    finally:
+        signal_all(frozen, signal.SIGKILL)
+
+
+def test_a_frozen_server_fails_within_the_deadlines_instead_of_hanging(executor, sshd, client_key):
+    target = target_for(sshd, client_key)
+    executor.execute(target, "true", timeout=5)
+    frozen = [sshd.process.pid, *sshd.session_pids()]
+    signal_all(frozen, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed):
+            executor.execute(target, "true", timeout=5)
+        assert time.monotonic() - started < 2 + SLACK  # channel open, then the handshake
+    finally:
+        signal_all(frozen[1:], signal.SIGKILL)
+        signal_all(frozen[:1], signal.SIGCONT)
+
+
+def test_sshd_restarted_between_two_commands_costs_one_new_connection(executor, sshd, client_key):
+    target = target_for(sshd, client_key)
+    assert executor.execute(target, "echo one", timeout=5).stdout == "one\n"
+    sessions = sshd.session_pids()
+    sshd.stop()
+    signal_all(sessions, signal.SIGTERM)  # sshd leaves sessions alive; a reboot would not
+    sshd.start()
+
+    assert executor.execute(target, "echo two", timeout=5).stdout == "two\n"
+    assert sshd.accepted_connections() == 2
+
+
+def test_a_connection_lost_mid_command_is_reported_and_never_retried(
+    executor,
+    sshd,
+    client_key,
+    tmp_path,
+    marker,  # noqa: F811
+):
+    runs = tmp_path / "runs"
+    command = shlex.join(["sh", "-c", f"echo run >> {runs}; sleep {marker}"])
+    target = target_for(sshd, client_key)
+    executor.execute(target, "true", timeout=5)
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        pending = thread.submit(executor.execute, target, command, timeout=2)
+        assert wait_for(runs.exists, timeout=5)
+        signal_all(sshd.session_pids(), signal.SIGKILL)
+
+        with pytest.raises(ConnectionLost, match="not retried"):
+            pending.result(timeout=SLACK)
+
+    assert runs.read_text() == "run\n"
+    # The server-side deadline still stops the orphaned command.
+    assert wait_for(lambda: not processes_matching(marker), timeout=2 + SLACK)
+
+
+def test_ssh_py_imports_no_django():
+    tree = ast.parse(Path(ssh.__file__).read_text())
+    modules = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+    assert not any(name.split(".")[0] == "django" for name in modules)
