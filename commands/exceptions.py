@@ -1,28 +1,18 @@
-"""The one domain error family and the one place it becomes HTTP.
+"""The one domain error family: a stable code, an HTTP status and a sentence each.
 
-Every error a client sees is JSON {"detail": "<sentence>", "code": "<stable code>"};
-validation errors add the field errors DRF produced under "errors". Nothing here ever
-puts a traceback, a private key or a secret into a response.
+Plain Python (no Django, no DRF) so `commands/ssh.py` can raise these without pulling
+in the web stack; `commands/handlers.py` is the one place they become HTTP.
 """
 
-import logging
+from http import HTTPStatus as status
 from typing import Any
-
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
-from rest_framework import exceptions as drf_exceptions
-from rest_framework import status
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
-
-logger = logging.getLogger(__name__)
 
 
 class HomelabError(Exception):
     """Base of every domain error: a stable code, an HTTP status, a human detail."""
 
     code = "error"
-    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    status_code = status.INTERNAL_SERVER_ERROR
     default_detail = "The request failed."
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
@@ -34,7 +24,7 @@ class HomelabError(Exception):
 
 # --- whitelist --------------------------------------------------------------------------
 class CommandRejected(HomelabError):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code = status.BAD_REQUEST
     code = "rejected"
 
 
@@ -54,7 +44,7 @@ class ServerDisabled(CommandRejected):
 
 
 class ServerNotFound(HomelabError):
-    status_code = status.HTTP_404_NOT_FOUND
+    status_code = status.NOT_FOUND
     code = "server_not_found"
     default_detail = "Server not found."
 
@@ -93,45 +83,6 @@ class ConnectionLost(SSHError):
 
 
 class CommandTimeout(SSHError):
-    status_code = status.HTTP_408_REQUEST_TIMEOUT
+    status_code = status.REQUEST_TIMEOUT
     code = "timeout"
     default_detail = "Command execution timeout."
-
-
-def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
-    return {"detail": detail, "code": code, **extra}
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
-    if isinstance(exc, HomelabError):
-        return Response(error_body(exc.detail, exc.code, **exc.extra), status=exc.status_code)
-
-    # Django's own 404/403 become DRF's, so they get a code like every other error.
-    if isinstance(exc, Http404):
-        exc = drf_exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = drf_exceptions.PermissionDenied()
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        # An unexpected error: log it server-side, answer with a plain sentence.
-        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-        return Response(
-            error_body("Internal server error.", "server_error"),
-            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
-
-    if isinstance(exc, drf_exceptions.ValidationError):
-        response.data = error_body(
-            "The request is invalid; see errors for each field.",
-            "invalid",
-            errors=exc.detail,
-        )
-    elif isinstance(exc, drf_exceptions.APIException):
-        codes = exc.get_codes()
-        code = codes if isinstance(codes, str) else exc.default_code
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
-        if isinstance(exc, drf_exceptions.Throttled):
-            code = "throttled"
-        response.data = error_body(str(detail), code)
-    return response

@@ -58,6 +58,14 @@ def record_rejection(execution: Execution, *, code: str, detail: str) -> Executi
     return execution
 
 
+def executor() -> ssh.SSHPooledExecutor:
+    """The process-wide SSH executor, configured from settings on first use."""
+    return ssh.get_executor(
+        connect_timeout=settings.HOMELAB_CONNECT_TIMEOUT,
+        idle_seconds=settings.HOMELAB_SSH_IDLE_SECONDS,
+    )
+
+
 def target_for(server: Server) -> ssh.SSHTarget:
     return ssh.SSHTarget(
         name=server.name,
@@ -106,7 +114,7 @@ def execute_command(
     execution.save()  # the audit row exists before SSH starts
 
     try:
-        result = ssh.get_executor().execute(
+        result = executor().execute(
             target_for(server),
             match.sent,
             timeout=match.rule.timeout_seconds,

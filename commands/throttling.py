@@ -15,7 +15,10 @@ import math
 import threading
 import uuid
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
+from django.utils.connection import ConnectionProxy
 from rest_framework.throttling import ScopedRateThrottle
 
 from commands.models import ApiKey
@@ -71,13 +74,21 @@ class ExecuteRateThrottle(ScopedRateThrottle):
 
     def record(self, key: str) -> tuple[bool, float]:
         """Atomically count this request if there is room: (allowed, seconds to wait)."""
-        if isinstance(self.cache, RedisCache):
-            return self.record_in_redis(key)
+        backend = self.backend()
+        if isinstance(backend, RedisCache):
+            return self.record_in_redis(backend, key)
         return self.record_locally(key)
 
-    def record_in_redis(self, key: str) -> tuple[bool, float]:
-        full_key = self.cache.make_and_validate_key(key)
-        client = self.cache._cache.get_client(full_key, write=True)
+    def backend(self) -> BaseCache:
+        # DRF's default `cache` is django.core.cache.cache, a proxy: look through it to
+        # the configured backend, or a Redis deployment would fall back to the local lock.
+        if isinstance(self.cache, ConnectionProxy):
+            return caches[DEFAULT_CACHE_ALIAS]
+        return self.cache
+
+    def record_in_redis(self, backend: RedisCache, key: str) -> tuple[bool, float]:
+        full_key = backend.make_and_validate_key(key)
+        client = backend._cache.get_client(full_key, write=True)
         allowed, wait = client.eval(
             SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
         )

@@ -192,7 +192,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "commands.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "commands.handlers.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"command-execute": HOMELAB_EXECUTE_RATE},
 }
 

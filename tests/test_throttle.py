@@ -102,3 +102,15 @@ def test_fifty_concurrent_http_requests_with_one_key_give_ten_200s(sshd, make_se
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 10 + [429] * 40
     assert all(int(retry) >= 1 for status, retry in results if status == 429)
+
+
+def test_the_default_cache_proxy_is_seen_through_to_redis(settings):
+    # DRF's throttles hold django.core.cache.cache, a proxy; with REDIS_URL set the
+    # Redis path must still be taken, or each worker would count on its own.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url(),
+        }
+    }
+    assert isinstance(ExecuteRateThrottle().backend(), RedisCache)

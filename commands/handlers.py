@@ -1,0 +1,58 @@
+"""The one place errors become HTTP: JSON {"detail": "<sentence>", "code": "<code>"}.
+
+Validation errors add the field errors DRF produced under "errors". Nothing here ever
+puts a traceback, a private key or a secret into a response.
+"""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from commands.exceptions import HomelabError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "code": code, **extra}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
+    if isinstance(exc, HomelabError):
+        return Response(error_body(exc.detail, exc.code, **exc.extra), status=int(exc.status_code))
+
+    # Django's own 404/403 become DRF's, so they get a code like every other error.
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        # An unexpected error: log it server-side, answer with a plain sentence.
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+        return Response(
+            error_body("Internal server error.", "server_error"),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    if isinstance(exc, drf_exceptions.ValidationError):
+        response.data = error_body(
+            "The request is invalid; see errors for each field.",
+            "invalid",
+            errors=exc.detail,
+        )
+    elif isinstance(exc, drf_exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
+        if isinstance(exc, drf_exceptions.Throttled):
+            code = "throttled"
+        response.data = error_body(str(detail), code)
+    return response
