@@ -1,5 +1,5 @@
 # Two commands on a fresh clone: `make run` and `make test` (see README.md).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
@@ -45,6 +45,7 @@ format: $(STAMP)
 
 bench: $(STAMP) sshd
 	$(BIN)/python bench/executor_latency.py
+	$(BIN)/python bench/executor_memory.py --megabytes 5
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -56,12 +56,20 @@ def raw_run(transport: paramiko.Transport, command: str) -> None:
     chan.close()
 
 
-def fresh_fabric_run(daemon: SSHDaemon, key: Path) -> None:
-    # Stock usage: Fabric's default auto-add policy, no TCP_NODELAY, invoke's runner.
+def fresh_fabric_connection(daemon: SSHDaemon, key: Path) -> fabric.Connection:
+    """Stock Fabric usage (no TCP_NODELAY, invoke's runner), but with the host key pinned."""
     connect_kwargs = {"key_filename": str(key), "look_for_keys": False, "allow_agent": False}
-    with fabric.Connection(
+    conn = fabric.Connection(
         daemon.host, user=daemon.username, port=daemon.port, connect_kwargs=connect_kwargs
-    ) as conn:
+    )
+    pinned = ssh.parse_host_key(daemon.host_key)
+    conn.client.get_host_keys().add(f"[{daemon.host}]:{daemon.port}", pinned.get_name(), pinned)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return conn
+
+
+def fresh_fabric_run(daemon: SSHDaemon, key: Path) -> None:
+    with fresh_fabric_connection(daemon, key) as conn:
         conn.run("true", hide=True, in_stream=False)
 
 
