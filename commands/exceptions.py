@@ -49,6 +49,12 @@ class ServerNotFound(HomelabError):
     default_detail = "Server not found."
 
 
+class ServiceUnavailable(HomelabError):
+    status_code = status.SERVICE_UNAVAILABLE
+    code = "unavailable"
+    default_detail = "A service homelab depends on is not answering; try again shortly."
+
+
 # --- SSH ----------------------------------------------------------------------------------
 class SSHError(HomelabError):
     """Anything that went wrong on the SSH side; the detail says what to fix."""

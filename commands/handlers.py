@@ -23,6 +23,27 @@ def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
+def describe(exc: Exception) -> tuple[str, str]:
+    """(code, detail) of a domain or DRF error: what the client sees and the audit keeps."""
+    if isinstance(exc, HomelabError):
+        return exc.code, exc.detail
+    if isinstance(exc, drf_exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        summary = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in fields.items())
+        return "invalid", summary
+    if isinstance(exc, drf_exceptions.ParseError):
+        # A body that is not valid JSON is as invalid as one with a bad field.
+        return "invalid", str(exc.detail)
+    if isinstance(exc, drf_exceptions.Throttled):
+        return "throttled", str(exc.detail)
+    if isinstance(exc, drf_exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        detail = exc.detail if isinstance(exc.detail, str) else exc.default_detail
+        return code, str(detail)
+    return "server_error", "Internal server error."
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
     if isinstance(exc, HomelabError):
@@ -38,21 +59,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # An unexpected error: log it server-side, answer with a plain sentence.
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
         return Response(
-            error_body("Internal server error.", "server_error"),
+            error_body(*reversed(describe(exc))),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
-
+    code, detail = describe(exc)
     if isinstance(exc, drf_exceptions.ValidationError):
-        response.data = error_body(
-            "The request is invalid; see errors for each field.",
-            "invalid",
-            errors=exc.detail,
-        )
-    elif isinstance(exc, drf_exceptions.APIException):
-        codes = exc.get_codes()
-        code = codes if isinstance(codes, str) else exc.default_code
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
-        if isinstance(exc, drf_exceptions.Throttled):
-            code = "throttled"
-        response.data = error_body(str(detail), code)
+        detail, extra = "The request is invalid; see errors for each field.", {"errors": exc.detail}
+    else:
+        extra = {}
+    response.data = error_body(detail, code, **extra)
     return response

@@ -67,6 +67,7 @@ execute_schema = extend_schema(
         ),
         error(401, "not_authenticated", "Authentication credentials were not provided."),
         error(401, "authentication_failed", "Invalid or revoked API key."),
+        error(403, "permission_denied", "You do not have permission to perform this action."),
         error(404, "server_not_found", "No server with id '99'."),
         error(
             408,
@@ -79,6 +80,7 @@ execute_schema = extend_schema(
             stderr_truncated=False,
         ),
         error(429, "throttled", "Request was throttled. Expected available in 42 seconds."),
+        error(503, "unavailable", "The rate-limit store (Redis, REDIS_URL) is not answering."),
         error(
             500,
             "host_key_unknown",
@@ -114,6 +116,10 @@ execute_schema = extend_schema(
         429: OpenApiResponse(
             ErrorSerializer,
             description="`throttled`: over the per-key execution rate; see Retry-After.",
+        ),
+        503: OpenApiResponse(
+            ErrorSerializer,
+            description="`unavailable`: the rate-limit store (Redis) is not answering.",
         ),
         500: OpenApiResponse(
             ExecutionErrorSerializer,

@@ -6,6 +6,7 @@ audit row completed. No database transaction is held open across the SSH call.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +18,12 @@ from commands.exceptions import (
     CommandTimeout,
     HomelabError,
     ServerDisabled,
+    SSHError,
 )
 from commands.models import ApiKey, Execution, Server
 
 Status = Execution.Status
+logger = logging.getLogger(__name__)
 
 
 def new_execution(
@@ -56,6 +59,31 @@ def record_rejection(execution: Execution, *, code: str, detail: str) -> Executi
     execution.finished_at = timezone.now()
     execution.save()
     return execution
+
+
+def record_refusal(
+    *,
+    server: Server | None,
+    server_ref: str,
+    data: Any,
+    code: str,
+    detail: str,
+    api_key: ApiKey | None = None,
+    user: Any = None,
+    client_ip: str | None = None,
+) -> Execution:
+    """Audit a request refused before the whitelist (bad body, unknown server, quota)."""
+    data = data if isinstance(data, dict) else {}
+    execution = new_execution(
+        server=server,
+        server_name=server.name if server else f"unknown:{server_ref}",
+        command=data.get("command"),
+        action_type=data.get("action_type"),
+        api_key=api_key,
+        user=user,
+        client_ip=client_ip,
+    )
+    return record_rejection(execution, code=code, detail=detail)
 
 
 def executor() -> ssh.SSHPooledExecutor:
@@ -130,13 +158,13 @@ def execute_command(
         exc.extra["execution_id"] = execution.pk
         raise
     except Exception:
-        finish(
-            execution,
-            Status.ERROR,
-            None,
-            error=HomelabError("Internal error while running the command."),
-        )
-        raise
+        # A bug, not an SSH condition: keep the traceback in the server log only, close
+        # the audit row, and answer like any SSH-side failure (with the row's id).
+        logger.exception("unexpected error running execution %s", execution.pk)
+        error = SSHError("Unexpected error while running the command; see the server log.")
+        finish(execution, Status.ERROR, None, error=error)
+        error.extra["execution_id"] = execution.pk
+        raise error from None
 
     status = Status.SUCCEEDED if result.exit_code == 0 else Status.FAILED
     return finish(execution, status, result)

@@ -19,8 +19,10 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
 from django.utils.connection import ConnectionProxy
+from redis.exceptions import RedisError
 from rest_framework.throttling import ScopedRateThrottle
 
+from commands.exceptions import ServiceUnavailable
 from commands.models import ApiKey
 
 # KEYS[1]: the log (a sorted set of request times). ARGV: window seconds, limit, member.
@@ -88,10 +90,17 @@ class ExecuteRateThrottle(ScopedRateThrottle):
 
     def record_in_redis(self, backend: RedisCache, key: str) -> tuple[bool, float]:
         full_key = backend.make_and_validate_key(key)
-        client = backend._cache.get_client(full_key, write=True)
-        allowed, wait = client.eval(
-            SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
-        )
+        try:
+            client = backend._cache.get_client(full_key, write=True)
+            allowed, wait = client.eval(
+                SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
+            )
+        except RedisError:
+            # Fail closed: without the shared count no quota can be promised.
+            raise ServiceUnavailable(
+                "The rate-limit store (Redis, REDIS_URL) is not answering, so no command "
+                "can be run now; check that Redis is up."
+            ) from None
         return bool(allowed), float(wait)
 
     def record_locally(self, key: str) -> tuple[bool, float]:

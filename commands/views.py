@@ -15,7 +15,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from commands import openapi, services
-from commands.exceptions import ServerNotFound
+from commands.exceptions import HomelabError, ServerNotFound
+from commands.handlers import describe
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.serializers import (
     AllowedCommandSerializer,
@@ -65,6 +66,12 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         ).distinct()
         return Response(AllowedCommandSerializer(rules, many=True).data)
 
+    def permission_denied(self, request: Request, message=None, code=None) -> None:
+        # A logged-in user without the right to execute is a known identity: audit it.
+        if self.action == "execute" and request.user and request.user.is_authenticated:
+            self.refuse(request, exceptions.PermissionDenied(message, code))
+        super().permission_denied(request, message=message, code=code)
+
     @openapi.execute_schema
     @action(
         detail=True,
@@ -75,36 +82,35 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def execute(self, request: Request, pk: str | None = None) -> Response:
         """Run one whitelisted command on this server and return its result."""
-        who = caller(request)
+        server = None
         try:
             server = self.get_object()
-        except ServerNotFound as exc:
-            self.audit_refusal(request, None, f"unknown:{pk}", exc.code, exc.detail, who)
-            raise
-        body = ExecuteRequestSerializer(data=request.data)
-        if not body.is_valid():
-            summary = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in body.errors.items())
-            self.audit_refusal(request, server, server.name, "invalid", summary, who)
-            raise serializers.ValidationError(body.errors)
-        try:
+            body = ExecuteRequestSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
             super().check_throttles(request)
-        except exceptions.Throttled as exc:
-            self.audit_refusal(request, server, server.name, "throttled", str(exc.detail), who)
+        except (exceptions.APIException, HomelabError) as exc:
+            self.refuse(request, exc, server)
             raise
-        execution = services.execute_command(server=server, **body.validated_data, **who)
+        execution = services.execute_command(
+            server=server, **body.validated_data, **caller(request)
+        )
         return Response(ExecuteResultSerializer(execution).data)
 
-    @staticmethod
-    def audit_refusal(request, server, server_name, code, detail, who) -> None:
-        data = request.data if isinstance(request.data, dict) else {}
-        execution = services.new_execution(
+    def refuse(self, request: Request, exc: Exception, server: Server | None = None) -> None:
+        """Audit a request refused before the whitelist was consulted."""
+        try:
+            data = request.data
+        except exceptions.ParseError:
+            data = None
+        code, detail = describe(exc)
+        services.record_refusal(
             server=server,
-            server_name=server_name,
-            command=data.get("command"),
-            action_type=data.get("action_type"),
-            **who,
+            server_ref=str(self.kwargs.get("pk", "")),
+            data=data,
+            code=code,
+            detail=detail,
+            **caller(request),
         )
-        services.record_rejection(execution, code=code, detail=detail)
 
 
 @extend_schema_view(
@@ -126,7 +132,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         queryset = Execution.objects.all()
         params = self.request.query_params
         if "server" in params:
-            if not params["server"].isdigit():
+            if not params["server"].isdecimal() or not params["server"].isascii():
                 raise serializers.ValidationError({"server": ["A server id is a number."]})
             queryset = queryset.filter(server_id=int(params["server"]))
         if "action_type" in params:

@@ -33,6 +33,19 @@ def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> No
         )
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_state():
+    """No test sees another's throttle counts or pooled SSH connections."""
+    from django.core.cache import cache
+
+    from commands import ssh
+
+    cache.clear()
+    yield
+    ssh.close_all()
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def ssh_keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:

@@ -89,3 +89,18 @@ def test_markinterrupted_closes_rows_a_crashed_process_left_running(rows):
     assert (stuck.status, stuck.error_code) == ("interrupted", "interrupted")
     assert stuck.finished_at is not None
     assert Execution.objects.get(pk=rows["rows"][0].pk).status == "succeeded"
+
+
+def test_markinterrupted_older_than_spares_rows_a_live_worker_is_running(rows):
+    recent = Execution.objects.create(
+        server=rows["nas"], server_name="nas", action_type="uptime", command="uptime"
+    )
+    call_command("markinterrupted", "--older-than", "3700", stdout=StringIO())
+    recent.refresh_from_db()
+    assert recent.status == "running"
+    Execution.objects.filter(pk=recent.pk).update(
+        created_at=timezone.now() - timedelta(seconds=3701)
+    )
+    call_command("markinterrupted", "--older-than", "3700", stdout=StringIO())
+    recent.refresh_from_db()
+    assert recent.status == "interrupted"

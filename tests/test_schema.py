@@ -41,7 +41,17 @@ def test_the_schema_validates_without_warnings(tmp_path):
 @pytest.mark.django_db
 def test_the_execute_endpoint_documents_every_status(schema):
     operation = schema["paths"][EXECUTE]["post"]
-    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "408", "429", "500"}
+    assert set(operation["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+        "408",
+        "429",
+        "500",
+        "503",
+    }
     request = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert request.endswith("/ExecuteRequestRequest")
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
@@ -51,7 +61,7 @@ def test_the_execute_endpoint_documents_every_status(schema):
 @pytest.mark.django_db
 def test_each_error_status_has_an_error_schema_and_an_example(schema):
     responses = schema["paths"][EXECUTE]["post"]["responses"]
-    for status in ("400", "401", "404", "408", "429", "500"):
+    for status in ("400", "401", "403", "404", "408", "429", "500", "503"):
         content = responses[status]["content"]["application/json"]
         ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
         properties = schema["components"]["schemas"][ref]["properties"]

@@ -114,3 +114,18 @@ def test_the_default_cache_proxy_is_seen_through_to_redis(settings):
         }
     }
     assert isinstance(ExecuteRateThrottle().backend(), RedisCache)
+
+
+def test_an_unreachable_redis_fails_closed_with_503_unavailable():
+    from commands.exceptions import ServiceUnavailable
+    from tests.sshd import free_port
+
+    class DownThrottle(ExecuteRateThrottle):
+        cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", {})
+
+    view = SimpleNamespace(throttle_scope="command-execute")
+    request = SimpleNamespace(auth=ApiKey(id="down", name="k"), user=None)
+    with pytest.raises(ServiceUnavailable) as caught:
+        DownThrottle().allow_request(request, view)
+    assert caught.value.status_code == 503
+    assert "REDIS_URL" in caught.value.detail
