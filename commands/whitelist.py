@@ -12,9 +12,10 @@ Safety comes from how commands are handled, not from the admin writing good rege
 4. What is sent is shlex.join(argv) built from those tokens, never the client's string,
    so the remote POSIX shell sees every token as one literal word.
 
-check_rule() also refuses loose patterns when a rule is saved, so the admin finds a
-mistake then rather than never; but it samples values, so it cannot prove a pattern
-safe. Rules 1 to 4 do not depend on it.
+check_rule() also refuses, when a rule is saved, any pattern that can match an empty
+value, a value starting with '-', or one holding a newline, CR or NUL. It proves this
+from the parsed pattern (commands/patterns.py), so the admin finds a loose pattern then
+rather than never. Rules 1 to 4 do not depend on it.
 
 Everything here is pure except resolve(), which reads one rule and its servers.
 """
@@ -31,6 +32,7 @@ from django.core.exceptions import ValidationError
 
 from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
 from commands.models import AllowedCommand, Server
+from commands.patterns import BREAKS, DASH, UnsafePattern, analyse
 
 MAX_COMMAND_LENGTH = 1024
 MAX_PATTERN_LENGTH = 512
@@ -47,9 +49,10 @@ PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # would accept Arabic-Indic digits and `\w+` fullwidth look-alike letters.
 PATTERN_FLAGS = re.ASCII
 
-# Values that no pattern may accept, tried when a rule is saved (see module docstring):
-# empty, a leading '-', or a line break or NUL. Other controls (tab, ESC) are refused in
-# every command anyway, and a blank is harmless once quoted, so patterns may allow them.
+# No pattern may accept an empty value, a leading '-', or a line break or NUL. Other
+# controls (tab, ESC) are refused in every command anyway, and a blank is harmless once
+# quoted, so patterns may allow them. analyse() proves it; these samples are a second,
+# independent check and give the admin a concrete example in the message.
 _SAMPLE_BASES = ("", "a", "x", "1", "0", "help", "rf", "nginx", "nginx.service", "wg-quick@wg0")
 _SAMPLE_BREAKS = ("\n", "\r", "\x00")
 UNSAFE_SAMPLES: tuple[str, ...] = (
@@ -123,7 +126,8 @@ def _compile_pattern(name: Any, pattern: Any) -> re.Pattern[str]:
         )
     try:
         compiled = re.compile(pattern, PATTERN_FLAGS)
-    except re.error as exc:
+    # Not only re.error: (?u) raises ValueError, a{4294967296} OverflowError.
+    except (re.error, ValueError, OverflowError) as exc:
         raise ValidationError(
             f"The pattern for {name!r} does not compile: {exc}.", code="bad_pattern"
         ) from None
@@ -132,15 +136,61 @@ def _compile_pattern(name: Any, pattern: Any) -> re.Pattern[str]:
 
 
 def _refuse_unsafe_pattern(name: str, compiled: re.Pattern[str]) -> None:
-    # fullmatch, not match/search: with those, `^[a-z]+$` would accept "nginx\n" because
-    # Python's `$` also matches just before a trailing newline.
-    for value in UNSAFE_SAMPLES:
+    where = f"The pattern for {name!r}"
+    try:
+        problems = _pattern_problems(where, compiled)
+    except UnsafePattern as exc:
+        problems = [f"{where} is refused: {exc}."]
+    if not problems:
+        # Defence in depth: a sample the analysis let through would mean the analysis is
+        # wrong. fullmatch, as on every request: with match(), `^[a-z]+$` accepts "a\n".
+        accepted = next((v for v in UNSAFE_SAMPLES if compiled.fullmatch(v)), None)
+        if accepted is not None:
+            problems = [f"{where} accepts {accepted!r}, {_why_unsafe(accepted)}; tighten it."]
+    if problems:
+        raise ValidationError([ValidationError(text, code="unsafe_pattern") for text in problems])
+
+
+def _pattern_problems(where: str, compiled: re.Pattern[str]) -> list[str]:
+    """One sentence per way the pattern can match an unsafe value, proven by analyse()."""
+    shape = analyse(compiled.pattern, compiled.flags)
+    problems = []
+    if shape.nullable:
+        problems.append(
+            f"{where} can match an empty value{_example(compiled, {''})}; require at least "
+            "one character (+ or {1,n}, not * or ?)."
+        )
+    if DASH in shape.first:
+        problems.append(
+            f"{where} can match a value starting with '-'{_example(compiled, _DASHED)}, which "
+            "a program would read as an option; start it with a class without '-', e.g. "
+            "[A-Za-z0-9_]."
+        )
+    breaks = [_BREAK_NAMES[char] for char in _BREAK_NAMES if char in shape.chars]
+    if breaks:
+        problems.append(
+            f"{where} can match {_either(breaks)}{_example(compiled, _BROKEN)}; leave "
+            "them out of its classes (e.g. [^\\n\\r\\x00]) and avoid '.' with (?s), \\s, "
+            "\\W, \\D and \\S."
+        )
+    return problems
+
+
+_BREAK_NAMES = {"\n": "a newline (\\n)", "\r": "a carriage return (\\r)", "\x00": "a NUL (\\x00)"}
+_DASHED = frozenset(value for value in UNSAFE_SAMPLES if value.startswith(DASH))
+_BROKEN = frozenset(value for value in UNSAFE_SAMPLES if BREAKS & set(value))
+
+
+def _example(compiled: re.Pattern[str], samples: Any) -> str:
+    """' (it accepts X)' for the first sample the pattern accepts, else ''."""
+    for value in sorted(samples, key=lambda value: (len(value), value)):
         if compiled.fullmatch(value):
-            raise ValidationError(
-                f"The pattern for {name!r} accepts {value!r}, {_why_unsafe(value)}; "
-                "tighten it, e.g. start it with a character class like [A-Za-z0-9_].",
-                code="unsafe_pattern",
-            )
+            return f" (it accepts {value!r})"
+    return ""
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _why_unsafe(value: str) -> str:
