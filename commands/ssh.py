@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import fabric
 import paramiko
@@ -87,10 +87,7 @@ def fingerprint(host_key: str | paramiko.PKey) -> str:
 
 def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
     """The server's host key as 'TYPE BASE64', read from the handshake (no authentication)."""
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectFailed(f"could not connect to {host}:{port}: {exc.strerror or exc}") from None
+    sock = _tcp_connect(host, port, timeout, where=f"{host}:{port}")
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
@@ -110,8 +107,16 @@ def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
 # privilege separation"); a pty would merge stderr into stdout. `timeout` (coreutils/busybox)
 # needs no pty, keeps stderr separate, kills the whole process group, and still fires if our
 # connection or this process dies mid-command. It costs ~1.7 ms of fork+exec per command.
+#
+# The client's deadline starts before the exec request is sent, the server's timer only once
+# the remote shell runs `timeout`, and the server's timer is SERVER_MARGIN_SECONDS longer:
+# so the client sees the deadline first even when this machine is loaded, and a command the
+# server stopped is still reported as a timeout (see SSHPooledExecutor._run).
 KILL_AFTER_SECONDS = 1  # `timeout -k`: SIGTERM at the deadline, SIGKILL this much later
-STOP_GRACE_SECONDS = KILL_AFTER_SECONDS + 1.0  # how long we wait for the stopped process
+SERVER_MARGIN_SECONDS = 0.5  # the server's deadline is the client's plus this
+# How long we keep reading after our deadline while the server stops the command.
+STOP_GRACE_SECONDS = SERVER_MARGIN_SECONDS + KILL_AFTER_SECONDS + 1.0
+_WRAPPER_KILL_CODES = {124, 137, -1}  # `timeout`: TERM sent; KILL sent; killed by a signal
 READ_CHUNK = 64 * 1024
 _OPEN_RETRY_CODES = {
     paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,  # MaxSessions reached
@@ -125,8 +130,11 @@ def _where(target: SSHTarget) -> str:
 
 
 def _server_side_command(command: str, timeout: float) -> str:
-    """`command` run under `timeout -k`, rebuilt as argv with shlex (never concatenated)."""
-    seconds = f"{max(timeout, 0.001):.3f}".rstrip("0").rstrip(".")
+    """`command` run under `timeout -k`, rebuilt as argv with shlex (never concatenated).
+
+    The server's deadline is `timeout` + SERVER_MARGIN_SECONDS, so the client's comes first.
+    """
+    seconds = f"{max(timeout, 0.001) + SERVER_MARGIN_SECONDS:.3f}".rstrip("0").rstrip(".")
     return shlex.join(["timeout", "-k", str(KILL_AFTER_SECONDS), seconds, *shlex.split(command)])
 
 
@@ -159,25 +167,31 @@ def _client_key(target: SSHTarget) -> paramiko.PKey:
         raise AuthFailed(f"no SSH private key is configured for {target.name}; {fix}")
     try:
         return paramiko.PKey.from_path(target.key_filename)
-    except paramiko.PasswordRequiredException:
-        reason = "is encrypted (use a key without a passphrase)"
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        logger.warning("cannot load SSH key %s: %s", target.key_filename, type(exc).__name__)
-        reason = "cannot be read or is not a private key"
-    raise AuthFailed(f"the SSH private key file for {target.name} {reason}; {fix}")
+    except (TypeError, paramiko.PasswordRequiredException):
+        # paramiko 5.1 raises TypeError (from cryptography) for an encrypted OpenSSH key.
+        detail = (
+            f"the SSH private key for {target.name} is encrypted with a passphrase, which "
+            "homelab cannot enter; use an unencrypted deploy key (homelab uses no SSH agent)"
+        )
+    except Exception as exc:  # paramiko and cryptography raise many types for a bad file
+        # Never the path or the content: both can be sensitive.
+        logger.warning("cannot load the SSH key of %s: %s", target.name, type(exc).__name__)
+        detail = f"could not read the private key for {target.name}"
+    raise AuthFailed(f"{detail}; {fix}") from None
 
 
-def _tcp_connect(target: SSHTarget, timeout: float) -> socket.socket:
+def _tcp_connect(host: str, port: int, timeout: float, where: str) -> socket.socket:
+    """A TCP connection to host:port (`where` names it in errors), or ConnectFailed."""
     try:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except TimeoutError:
         raise ConnectFailed(
-            f"{_where(target)} did not accept a TCP connection within {timeout:g} s; "
+            f"{where} did not accept a TCP connection within {timeout:g} s; "
             "check the address, the port and that the server is up"
         ) from None
     except OSError as exc:
         raise ConnectFailed(
-            f"could not connect to {_where(target)}: {exc.strerror or exc}; "
+            f"could not connect to {where}: {exc.strerror or exc}; "
             "check the address, the port and that sshd is running"
         ) from None
     # paramiko leaves Nagle on: every channel open then waits ~40 ms for a delayed ACK.
@@ -189,7 +203,7 @@ def _tcp_connect(target: SSHTarget, timeout: float) -> socket.socket:
 def _fabric_connection(
     target: SSHTarget, timeout: float, pinned: paramiko.PKey, pkey: paramiko.PKey
 ) -> tuple[fabric.Connection, socket.socket]:
-    sock = _tcp_connect(target, timeout)
+    sock = _tcp_connect(target.host, target.port, timeout, _where(target))
     conn = fabric.Connection(
         host=target.host,
         user=target.username,
@@ -364,8 +378,26 @@ def _pump(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput, deadli
             select.select([chan], [], [], remaining)
 
 
-def _elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
+def _result(
+    exit_code: int, out: _CappedOutput, err: _CappedOutput, started: float
+) -> CommandResult:
+    return CommandResult(
+        exit_code=exit_code,
+        stdout=out.text(),
+        stderr=err.text(),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def _timeout_error(target: SSHTarget, timeout: float, partial: CommandResult) -> CommandTimeout:
+    exc = CommandTimeout(
+        f"the command did not finish within {timeout:g} s on {_where(target)} and "
+        "was stopped there; raise the rule's timeout if it needs longer"
+    )
+    exc.partial = partial
+    return exc
 
 
 class SSHPooledExecutor:
@@ -442,6 +474,9 @@ class SSHPooledExecutor:
     ) -> CommandResult:
         where = _where(pooled.target)
         out, err = _CappedOutput(limit), _CappedOutput(limit)
+        # Taken before the exec request: the server's `timeout` starts later, and later still
+        # by SERVER_MARGIN_SECONDS, so this deadline passes first.
+        deadline = time.monotonic() + timeout
         try:
             accepted = _send_exec(chan, command, min(timeout, self.connect_timeout))
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -452,7 +487,7 @@ class SSHPooledExecutor:
             ) from None
         if not accepted:
             raise SSHError(f"{where} refused to run a command for {pooled.target.username}")
-        if not _pump(chan, out, err, time.monotonic() + timeout):
+        if not _pump(chan, out, err, deadline):
             self._timed_out(pooled, chan, out, err, timeout, started)
         if chan.exit_status == -1 and not chan.transport.is_active():
             self._evict(pooled)
@@ -460,14 +495,11 @@ class SSHPooledExecutor:
                 f"the connection to {where} dropped while the command ran; it may have "
                 "finished or not, so it was not retried"
             )
-        result = CommandResult(
-            exit_code=chan.exit_status,  # -1: killed by a signal (no exit status)
-            stdout=out.text(),
-            stderr=err.text(),
-            stdout_truncated=out.truncated,
-            stderr_truncated=err.truncated,
-            duration_ms=_elapsed_ms(started),
-        )
+        if chan.exit_status in _WRAPPER_KILL_CODES and time.monotonic() >= deadline:
+            # The server stopped it first: this thread was not scheduled in time to notice
+            # its own deadline (a loaded machine). It is a timeout all the same.
+            raise _timeout_error(pooled.target, timeout, _result(-1, out, err, started))
+        result = _result(chan.exit_status, out, err, started)  # -1: killed by a signal
         if result.exit_code == 127 and _MISSING_TIMEOUT.search(result.stderr):
             raise SSHError(
                 f"{where} has no `timeout` command, which homelab uses to stop timed-out "
@@ -475,29 +507,22 @@ class SSHPooledExecutor:
             )
         return result
 
-    def _timed_out(self, pooled, chan, out, err, timeout: float, started: float) -> None:
-        # The server-side `timeout` fires now (SIGTERM, then SIGKILL); keep reading so the
+    def _timed_out(self, pooled, chan, out, err, timeout: float, started: float) -> NoReturn:
+        # The server-side `timeout` fires soon (SIGTERM, then SIGKILL); keep reading so the
         # partial output includes what the command printed while it was being stopped.
         if not _pump(chan, out, err, time.monotonic() + STOP_GRACE_SECONDS):
             self._evict(pooled)  # the server did not answer at all: do not reuse it
-        exc = CommandTimeout(
-            f"the command did not finish within {timeout:g} s on {_where(pooled.target)} and "
-            "was stopped there; raise the rule's timeout if it needs longer"
-        )
-        exc.partial = CommandResult(
-            exit_code=-1,
-            stdout=out.text(),
-            stderr=err.text(),
-            stdout_truncated=out.truncated,
-            stderr_truncated=err.truncated,
-            duration_ms=_elapsed_ms(started),
-        )
-        raise exc
+        raise _timeout_error(pooled.target, timeout, _result(-1, out, err, started))
 
     # --- getting a session -----------------------------------------------------------------
     def _session(self, target: SSHTarget) -> tuple[_Pooled, paramiko.Channel]:
-        """A pooled connection with an open channel; a stale connection is replaced once."""
-        for attempt in (1, 2):
+        """A pooled connection with an open channel.
+
+        A reused connection that cannot open a session (sshd restarted, peer frozen) is
+        evicted and the next one tried, until a freshly opened connection fails too: nothing
+        has run yet, so trying again is safe. Bounded, as other threads may add connections.
+        """
+        for _ in range(self.max_connections_per_target + 2):
             pooled = self._acquire(target)
             try:
                 reused = self._ensure_open(pooled)
@@ -505,13 +530,16 @@ class SSHPooledExecutor:
             except _StaleConnection as exc:
                 self._evict(pooled)
                 self._release(pooled)
-                if not reused or attempt == 2:
+                if not reused:
                     raise ConnectFailed(f"{exc}; nothing was run") from None
-                logger.info("SSH connection to %s was stale (%s); reconnecting", target.name, exc)
+                logger.info("SSH connection to %s was stale (%s); trying another", target.name, exc)
             except BaseException:
                 self._release(pooled)
                 raise
-        raise AssertionError("unreachable")
+        raise ConnectFailed(
+            f"every pooled SSH connection to {_where(target)} failed to open a session; "
+            "nothing was run, try again"
+        )
 
     def _open_channel(self, pooled: _Pooled) -> paramiko.Channel:
         where = _where(pooled.target)
@@ -565,29 +593,43 @@ class SSHPooledExecutor:
     # --- the pool ------------------------------------------------------------------------------
     def _acquire(self, target: SSHTarget) -> _Pooled:
         """Reserve a session slot on a pooled connection, waiting while all are busy."""
+        dead: list[_Pooled] = []
+        try:
+            with self._cond:
+                return self._reserve(target, dead)
+        finally:
+            for pooled in dead:  # closed outside the lock
+                pooled.close()
+
+    def _reserve(self, target: SSHTarget, dead: list[_Pooled]) -> _Pooled:
+        """_acquire with _cond held; connections found closed are evicted (unused: into dead)."""
         deadline = time.monotonic() + self.connect_timeout
-        with self._cond:
-            self._start_reaper()
-            while True:
-                if self._closed:
-                    raise SSHError("the SSH executor is closed")
-                conns = self._pool.setdefault(target, [])
-                for pooled in conns:
-                    if pooled.in_use < self.max_channels_per_connection:
-                        pooled.in_use += 1
-                        return pooled
-                if len(conns) < self.max_connections_per_target:
-                    pooled = _Pooled(target)
-                    pooled.in_use = 1
-                    conns.append(pooled)
+        self._start_reaper()
+        while True:
+            if self._closed:
+                raise SSHError("the SSH executor is closed")
+            conns = self._pool.setdefault(target, [])
+            for pooled in list(conns):
+                if pooled.conn is not None and not pooled.conn.transport.is_active():
+                    pooled.broken = True  # its last user closes it (see _release)
+                    conns.remove(pooled)
+                    if not pooled.in_use:
+                        dead.append(pooled)
+                elif pooled.in_use < self.max_channels_per_connection:
+                    pooled.in_use += 1
                     return pooled
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ConnectFailed(
-                        f"all SSH sessions to {_where(target)} stayed busy for "
-                        f"{self.connect_timeout:g} s; nothing was run, try again later"
-                    )
-                self._cond.wait(remaining)
+            if len(conns) < self.max_connections_per_target:
+                pooled = _Pooled(target)
+                pooled.in_use = 1
+                conns.append(pooled)
+                return pooled
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectFailed(
+                    f"all SSH sessions to {_where(target)} stayed busy for "
+                    f"{self.connect_timeout:g} s; nothing was run, try again later"
+                )
+            self._cond.wait(remaining)
 
     def _release(self, pooled: _Pooled) -> None:
         with self._cond:

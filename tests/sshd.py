@@ -7,6 +7,7 @@ stopped by its PID. Nothing here touches the machine's own sshd or ~/.ssh.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -121,10 +122,14 @@ class SSHDaemon:
                 time.sleep(0.02)
         raise RuntimeError(f"sshd did not answer on {self.host}:{self.port}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the listening daemon by its PID (SIGKILL for a crash-like stop)."""
+    def stop(self, sig: int = signal.SIGTERM, *, sessions: bool = True) -> None:
+        """Stop the listening daemon by its PID and, unless sessions=False, its session
+        processes too (sshd alone leaves them, and pooled connections, alive; a reboot
+        would not). SIGTERM, then SIGKILL for whatever is still running after a grace."""
         if self.process is None:
             return
+        children = self.session_pids() if sessions else []  # found while still its children
+        signal_pids(children, signal.SIGTERM)
         if self.process.poll() is None:
             os.kill(self.process.pid, sig)
             try:
@@ -133,12 +138,17 @@ class SSHDaemon:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.process = None
+        if not wait_for(lambda: not any(map(is_running, children)), timeout=5):
+            signal_pids([pid for pid in children if is_running(pid)], signal.SIGKILL)
+            wait_for(lambda: not any(map(is_running, children)), timeout=5)
 
     def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        """A crash: SIGKILL the listener only; established connections survive it."""
+        self.stop(signal.SIGKILL, sessions=False)
 
-    def restart(self) -> SSHDaemon:
-        self.stop()
+    def restart(self, *, sessions: bool = True) -> SSHDaemon:
+        """Stop and start on the same port; sessions=False keeps established connections."""
+        self.stop(sessions=sessions)
         return self.start()
 
     def session_pids(self) -> list[int]:
@@ -170,6 +180,22 @@ def processes_matching(text: str) -> list[int]:
         if text in args and int(pid) != os.getpid():
             pids.append(int(pid))
     return pids
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    """Send sig to each PID, ignoring those that already exited."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def is_running(pid: int) -> bool:
+    """True while pid exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
