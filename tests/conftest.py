@@ -149,3 +149,37 @@ def make_rule(db):
         return rule
 
     return make
+
+
+@pytest.fixture
+def executor():
+    """A private SSH executor (3 s connect deadline: a loaded 2-CPU machine needs it)."""
+    from commands import ssh
+
+    pool = ssh.SSHPooledExecutor(connect_timeout=3)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def target(sshd: SSHDaemon, client_key: Path):
+    """The executor's target for the `sshd` daemon."""
+    from tests.sshd import target_for
+
+    return target_for(sshd, client_key)
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique `sleep` argument to find our remote process with ps; killed by PID at the end."""
+    import contextlib
+    import random
+    import signal
+
+    from tests.sshd import processes_matching
+
+    value = f"1234.{random.randint(10**8, 10**9)}"
+    yield value
+    for pid in processes_matching(value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

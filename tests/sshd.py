@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -206,3 +207,38 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+SLACK = 5.0  # how long a wait for something that should happen at once may take
+
+
+def target_for(daemon: SSHDaemon, key: Path, **changes: object):
+    """The executor's SSHTarget for a test daemon, host key pinned."""
+    from commands import ssh
+
+    fields = {
+        "name": "srv",
+        "host": daemon.host,
+        "port": daemon.port,
+        "username": daemon.username,
+        "key_filename": str(key),
+        "host_key": daemon.host_key,
+        **changes,
+    }
+    return ssh.SSHTarget(**fields)
+
+
+def sh(script: str) -> str:
+    """A shell snippet as the service passes commands: shlex.join of an argv."""
+    return shlex.join(["sh", "-c", script])
+
+
+def terminate(process: subprocess.Popen, *, group: bool = False, grace: float = 10) -> None:
+    """Stop a process a test started, by its PID (or its process group): TERM, then KILL."""
+    send = os.killpg if group else os.kill
+    send(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(process.pid, signal.SIGKILL)
+        process.wait()

@@ -2,7 +2,6 @@
 
 import os
 import re
-import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import free_port
+from tests.sshd import free_port, terminate
 from tests.test_production_profile import wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +35,7 @@ def served(tmp_path):
         wait_for_http(f"{base}/api/schema/", timeout=120)
         yield base, tmp_path / "make-run.log"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate(proc, group=True, grace=15)
 
 
 def get(url: str) -> tuple[int, str]:

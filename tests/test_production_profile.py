@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 
 from tests.services import postgres_url, redis_url
-from tests.sshd import free_port
+from tests.sshd import free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -100,12 +99,7 @@ def workers(profile_env, tmp_path):
         yield ports
     finally:
         for proc in procs:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+            terminate(proc)
 
 
 def wait_for_http(url: str, timeout: float = 30) -> None:

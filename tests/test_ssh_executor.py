@@ -5,9 +5,7 @@ Failure modes (host keys, auth, dead peers) are in test_ssh_failures.py.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import shlex
 import signal
 import subprocess
@@ -16,50 +14,12 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from commands import ssh
 from commands.exceptions import CommandTimeout
-from tests.sshd import SSHDaemon, processes_matching, wait_for
-
-SLACK = 5.0  # how long a wait for something that should happen at once may take
-
-
-def target_for(daemon: SSHDaemon, key: Path, **changes: object) -> ssh.SSHTarget:
-    fields = {
-        "name": "srv",
-        "host": daemon.host,
-        "port": daemon.port,
-        "username": daemon.username,
-        "key_filename": str(key),
-        "host_key": daemon.host_key,
-        **changes,
-    }
-    return ssh.SSHTarget(**fields)
-
-
-@pytest.fixture
-def executor() -> Iterator[ssh.SSHPooledExecutor]:
-    pool = ssh.SSHPooledExecutor(connect_timeout=3)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def target(sshd: SSHDaemon, client_key: Path) -> ssh.SSHTarget:
-    return target_for(sshd, client_key)
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique `sleep` argument to find our remote process with ps; killed by PID at the end."""
-    value = f"1234.{random.randint(10**8, 10**9)}"
-    yield value
-    for pid in processes_matching(value):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+from tests.sshd import processes_matching, sh, target_for, wait_for
 
 
 @pytest.fixture
@@ -72,11 +32,6 @@ def loaded_machine() -> Iterator[None]:
         for process in busy:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-
-
-def sh(script: str) -> str:
-    """A shell snippet as the service passes commands: shlex.join of an argv."""
-    return shlex.join(["sh", "-c", script])
 
 
 # --- results ------------------------------------------------------------------------------

@@ -25,16 +25,16 @@ from commands.exceptions import (
     HostKeyMismatch,
     HostKeyUnknown,
 )
-from tests.sshd import SSHDaemon, processes_matching, public_key, signal_pids, wait_for
-from tests.test_ssh_executor import SLACK, marker, sh, target_for  # noqa: F401 (marker: fixture)
-
-
-@pytest.fixture
-def executor() -> Iterator[ssh.SSHPooledExecutor]:
-    # 3 s: a handshake on a loaded 2-CPU machine can take longer than 1 s.
-    pool = ssh.SSHPooledExecutor(connect_timeout=3)
-    yield pool
-    pool.close()
+from tests.sshd import (
+    SLACK,
+    SSHDaemon,
+    processes_matching,
+    public_key,
+    sh,
+    signal_pids,
+    target_for,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -291,7 +291,7 @@ def test_a_connection_lost_mid_command_is_reported_and_never_retried(
     sshd,
     client_key,
     tmp_path,
-    marker,  # noqa: F811
+    marker,
 ):
     runs = tmp_path / "runs"
     command = shlex.join(["sh", "-c", f"echo run >> {runs}; sleep {marker}"])
