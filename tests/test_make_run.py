@@ -2,24 +2,33 @@
 
 import os
 import re
+import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.sshd import free_port, terminate
-from tests.test_production_profile import wait_for_http
+from tests.sshd import free_port, processes_matching, signal_pids, terminate, wait_for
+from tests.test_production_profile import execute, manage, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def served(tmp_path):
-    port = free_port()
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("make-run")
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}"}
     env.pop("DJANGO_SECRET_KEY", None)  # make run brings its own local key
+    return tmp_path, env
+
+
+@pytest.fixture(scope="module")
+def served(run_env):
+    tmp_path, env = run_env
+    port = free_port()
     log = (tmp_path / "make-run.log").open("wb")
     # A session of its own so the whole tree (make, daphne) is stopped by the leader's PID.
     proc = subprocess.Popen(
@@ -57,3 +66,32 @@ def test_make_run_serves_the_docs_offline_and_the_admin(served):
     assert get(f"{base}/admin/login/")[0] == 200
     assert get(f"{base}/api/v1/servers/")[0] == 401
     assert "/api/docs" in log.read_text() and "/admin/" in log.read_text()
+
+
+def test_a_slow_command_does_not_hold_up_other_requests(served, run_env, sshd, client_key):
+    base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    env = {**run_env[1], "DJANGO_SECRET_KEY": (ROOT / ".dev-secret-key").read_text().strip()}
+    key = manage(env, "createapikey", "slow").strip().splitlines()[-1]
+    manage(env, "addserver", "slowbox", sshd.host, "--port", str(sshd.port),
+           "--user", sshd.username, "--key-file", str(client_key))  # fmt: skip
+    manage(env, "trusthost", "slowbox", "--yes")
+    manage(env, "allowcommand", "t_nap", "sleep {s}", "--param", r"s=^[0-9]{2}\.[0-9]{2}$",
+           "--timeout", "60")  # fmt: skip
+    manage(env, "allowcommand", "t_hi", "echo hi")
+    server_id = 1  # the first server in this fresh database
+    slow: dict = {}
+    thread = threading.Thread(
+        target=lambda: slow.update(r=execute(port, key, server_id, "sleep 41.37", "t_nap"))
+    )
+    thread.start()
+    try:
+        assert wait_for(lambda: processes_matching("sleep 41.37"), timeout=30)
+        status, _, body = execute(port, key, server_id, "echo hi", "t_hi")
+        # Answered while the slow command still runs: requests are not serialized.
+        assert thread.is_alive()
+        assert (status, body["stdout"]) == (200, "hi\n")
+    finally:
+        signal_pids(processes_matching("sleep 41.37"), signal.SIGKILL)
+        thread.join(timeout=60)
+    assert slow["r"][0] == 200
