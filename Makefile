@@ -46,6 +46,7 @@ format: $(STAMP)
 bench: $(STAMP) sshd
 	$(BIN)/python bench/executor_latency.py
 	$(BIN)/python bench/executor_memory.py --megabytes 5
+	$(BIN)/python bench/api_latency.py --runs 100
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

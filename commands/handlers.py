@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -69,3 +70,24 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         extra = {}
     response.data = error_body(detail, code, **extra)
     return response
+
+
+def _api_or_page(status_code: int, code: str, detail: str, page_view):
+    """A Django-level error view: JSON {"detail","code"} under /api/, Django's page elsewhere."""
+
+    def view(request, exception=None):
+        if request.path.startswith("/api/"):
+            return JsonResponse(error_body(detail, code), status=status_code)
+        return page_view(request) if exception is None else page_view(request, exception)
+
+    return view
+
+
+# Errors Django raises before DRF sees the request (an unknown URL, a bad Host header,
+# a crash in middleware) keep the API's error shape too.
+bad_request = _api_or_page(400, "bad_request", "Bad request.", defaults.bad_request)
+permission_denied = _api_or_page(
+    403, "permission_denied", "Permission denied.", defaults.permission_denied
+)
+page_not_found = _api_or_page(404, "not_found", "No such API endpoint.", defaults.page_not_found)
+server_error = _api_or_page(500, "server_error", "Internal server error.", defaults.server_error)

@@ -20,3 +20,8 @@ urlpatterns = [
         name="redoc",
     ),
 ]
+
+handler400 = "commands.handlers.bad_request"
+handler403 = "commands.handlers.permission_denied"
+handler404 = "commands.handlers.page_not_found"
+handler500 = "commands.handlers.server_error"

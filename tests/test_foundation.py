@@ -1,5 +1,6 @@
 """The base every feature stands on: settings, the test bed, auth, servers, docs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -205,3 +206,28 @@ def test_the_docs_are_served_without_any_external_url(api_client):
     redoc = client.get("/api/redoc/")
     assert redoc.status_code == 200
     assert "https://" not in redoc.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_unknown_api_url_is_a_json_404(api_client):
+    response = api_client.get("/api/v1/nothing-here/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No such API endpoint.", "code": "not_found"}
+
+
+def test_a_bad_host_header_on_the_api_is_a_json_400():
+    response = APIClient().get("/api/v1/servers/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+
+
+def test_a_crash_on_the_api_is_a_json_500_without_a_traceback(rf):
+    from commands.handlers import server_error
+
+    response = server_error(rf.get("/api/v1/servers/"))
+    assert response.status_code == 500
+    assert json.loads(response.content) == {
+        "detail": "Internal server error.",
+        "code": "server_error",
+    }
+    assert b"<html" in server_error(rf.get("/admin/")).content.lower()
