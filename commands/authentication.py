@@ -43,6 +43,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
         if key.has_expired:
             raise exceptions.AuthenticationFailed("The API key has expired.")
+        if key.owner is not None and not key.owner.is_active:
+            # Deactivating a user in the admin must also stop the keys they own.
+            raise exceptions.AuthenticationFailed("The API key's owner is deactivated.")
         now = timezone.now()
         # At most one write a minute per key: "last used" needs no finer grain, and a
         # write on every request would serialize bursts on SQLite.

@@ -104,7 +104,7 @@ def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
 # Why the process is stopped with a server-side `timeout -k` wrapper (measured on OpenSSH 9.2,
 # see docs/performance.md): closing a channel without a pty leaves the remote process running;
 # the "signal" channel request is refused for root logins ("session signalling requires
-# privilege separation"); a pty would merge stderr into stdout. `timeout` (coreutils/busybox)
+# privilege separation"); a pty would merge stderr into stdout. `timeout` (GNU coreutils)
 # needs no pty, keeps stderr separate, kills the whole process group, and still fires if our
 # connection or this process dies mid-command. It costs ~1.7 ms of fork+exec per command.
 #
@@ -361,6 +361,10 @@ def _drain(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput) -> No
 
 def _pump(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput, deadline: float) -> bool:
     """Read both streams until the command ended (True) or the deadline passed (False)."""
+    # The channel's fileno() is a pipe paramiko sets on stdout, stderr and EOF. poll(),
+    # not select(): a busy worker can hold descriptors above select's limit of 1024.
+    poller = select.poll()
+    poller.register(chan.fileno(), select.POLLIN)
     while True:
         _drain(chan, out, err)
         if chan.closed or (chan.eof_received and chan.status_event.is_set()):
@@ -374,8 +378,7 @@ def _pump(chan: paramiko.Channel, out: _CappedOutput, err: _CappedOutput, deadli
             # recv_exit_status(): it ignores timeouts.
             chan.status_event.wait(remaining)
         else:
-            # The channel's fileno() is a pipe paramiko sets on stdout, stderr and EOF.
-            select.select([chan], [], [], remaining)
+            poller.poll(max(int(remaining * 1000), 1))
 
 
 def _result(
@@ -478,7 +481,9 @@ class SSHPooledExecutor:
         # by SERVER_MARGIN_SECONDS, so this deadline passes first.
         deadline = time.monotonic() + timeout
         try:
-            accepted = _send_exec(chan, command, min(timeout, self.connect_timeout))
+            # The reply to the exec request is the server's, not the command's: a short
+            # rule timeout must not turn a slow reply into a lost connection.
+            accepted = _send_exec(chan, command, self.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._evict(pooled)
             raise ConnectionLost(
@@ -503,7 +508,7 @@ class SSHPooledExecutor:
         if result.exit_code == 127 and _MISSING_TIMEOUT.search(result.stderr):
             raise SSHError(
                 f"{where} has no `timeout` command, which homelab uses to stop timed-out "
-                "commands; install coreutils (or busybox) there"
+                "commands; install GNU coreutils there"
             )
         return result
 

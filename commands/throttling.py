@@ -55,7 +55,8 @@ class ExecuteRateThrottle(ScopedRateThrottle):
         # Keyed by credential, never by client address or X-Forwarded-For: one key
         # gets one quota wherever it is used from.
         if isinstance(request.auth, ApiKey):
-            ident = f"key:{request.auth.pk}"
+            # The prefix is unique per key; the pk would put the key's hash into Redis.
+            ident = f"key:{request.auth.prefix}"
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:

@@ -51,10 +51,10 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             raise ServerNotFound(f"No server with id {self.kwargs.get('pk')!r}.") from None
 
     def check_throttles(self, request: Request) -> None:
-        # `execute` checks its throttle itself once it knows the request is well formed
-        # and aimed at a real server: those mistakes do not use up the quota.
-        if self.action != "execute":
-            super().check_throttles(request)
+        # Only `execute` is throttled, and it checks the quota itself once it knows the
+        # request is a well-formed POST aimed at a real server: nothing else (an OPTIONS,
+        # a 405, a 404, a bad body) uses up the quota.
+        return
 
     @extend_schema(responses=AllowedCommandSerializer(many=True))
     @action(detail=True, methods=["get"], url_path="commands", pagination_class=None)
@@ -100,7 +100,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         """Audit a request refused before the whitelist was consulted."""
         try:
             data = request.data
-        except exceptions.ParseError:
+        except exceptions.APIException:  # unparseable or unsupported body: audit it anyway
             data = None
         code, detail = describe(exc)
         services.record_refusal(

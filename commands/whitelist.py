@@ -42,6 +42,15 @@ MAX_PATTERN_LENGTH = 512
 # differently than it runs), Cs (lone surrogates), Zl/Zp (Unicode line breaks).
 REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
+# Builtins of POSIX sh and bash that have no program of the same name on a typical
+# Linux server (echo, printf, test, kill, true, false do, and are fine).
+_SHELL_ONLY_BUILTIN_NAMES = (
+    ". alias bg builtin cd command declare dirs disown enable eval exec exit export fc "
+    "fg getopts hash history jobs let local logout popd pushd read readonly return set "
+    "shift shopt source suspend times trap type typeset ulimit umask unalias unset wait"
+)
+SHELL_ONLY_BUILTINS = frozenset(_SHELL_ONLY_BUILTIN_NAMES.split())
+
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -89,6 +98,7 @@ def check_rule(template: str, parameters: Any) -> list[str]:
     """Validate a rule; return its template tokens or raise ValidationError naming why."""
     patterns = _compile_parameters(parameters)
     tokens = _split_template(template)
+    _check_program(tokens[0])
     used = _check_placeholders(tokens, patterns)
     unused = sorted(set(patterns) - used)
     if unused:
@@ -222,6 +232,17 @@ def _split_template(template: Any) -> list[str]:
             f"The template cannot be split with POSIX shell rules ({exc}); check its quotes.",
             code="unsplittable",
         ) from None
+
+
+def _check_program(program: str) -> None:
+    # Commands run under the server's `timeout`, which executes a program: a shell builtin
+    # with no program of the same name (cd, ulimit, ...) would fail with 127 every time.
+    if program in SHELL_ONLY_BUILTINS:
+        raise ValidationError(
+            f"{program!r} is a shell builtin, not a program, and commands run under the "
+            f"server's `timeout`; wrap it: sh -c '{program} ...'.",
+            code="shell_builtin",
+        )
 
 
 def _check_placeholders(tokens: list[str], patterns: dict[str, re.Pattern[str]]) -> set[str]:

@@ -12,8 +12,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.sshd import SSHD, SSHDaemon, keygen, public_key
+
+# CI runs the property tests on a fixed seed: a failure there is reproducible, never a
+# one-off. Locally they explore new examples on every run.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

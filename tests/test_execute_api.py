@@ -257,3 +257,31 @@ def test_the_rules_usable_on_a_server_are_listed(api_client, server, sshd_factor
         r["action_type"] for r in api_client.get(f"/api/v1/servers/{other.pk}/commands/").json()
     }
     assert {"t_echo", "t_fail"} <= other_names
+
+
+def test_options_and_wrong_methods_do_not_use_up_the_quota(api_client, server):
+    for _ in range(12):
+        assert api_client.options(url(server.pk)).status_code == 200
+        assert api_client.get(url(server.pk)).status_code == 405
+        assert api_client.options(url(999999)).status_code in (200, 404)
+    assert post(api_client, server.pk, "echo hi", "t_echo").status_code == 200
+
+
+def test_a_key_whose_owner_is_deactivated_is_refused(server, django_user_model):
+    owner = django_user_model.objects.create_user("leaver", password="pw-0123456789")
+    _, raw = ApiKey.objects.create_key(name="theirs", owner=owner)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    assert post(client, server.pk, "echo hi", "t_echo").status_code == 200
+    owner.is_active = False
+    owner.save()
+    response = post(client, server.pk, "echo hi", "t_echo")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_an_unsupported_body_type_is_refused_and_audited(api_client, server):
+    response = api_client.post(url(server.pk), data="command=uptime", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert Execution.objects.get().error_code == "unsupported_media_type"

@@ -4,7 +4,6 @@ The audit row must be committed (visible to another connection) before SSH start
 transaction may be open during SSH, and every refusal of a known caller is recorded.
 """
 
-import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from rest_framework.test import APIClient
 from commands import services
 from commands.models import Execution
 from tests.services import redis_url
-from tests.sshd import free_port, processes_matching, wait_for
+from tests.sshd import free_port, processes_matching, signal_pids, wait_for
 
 
 def url(server_id) -> str:
@@ -101,12 +100,11 @@ def test_a_connection_lost_mid_command_is_a_500_ssh_connection_lost(
     request.start()
     try:
         assert wait_for(lambda: processes_matching("sleep 47.31"), timeout=20)
-        for pid in sshd.session_pids():  # the per-connection sshd processes: the link dies
-            os.kill(pid, signal.SIGKILL)
+        # Killing the per-connection sshd processes drops the link mid-command.
+        signal_pids(sshd.session_pids(), signal.SIGKILL)
     finally:
         request.join(timeout=60)
-        for pid in processes_matching("sleep 47.31"):
-            os.kill(pid, signal.SIGKILL)
+        signal_pids(processes_matching("sleep 47.31"), signal.SIGKILL)
     response = result["response"]
     assert response.status_code == 500
     body = response.json()

@@ -17,7 +17,7 @@ from tests.services import redis_url
 def burst(throttle_class, key_id: str, count: int = 50) -> list[bool]:
     """`count` concurrent allow_request calls for one API key."""
     view = SimpleNamespace(throttle_scope="command-execute")
-    request = SimpleNamespace(auth=ApiKey(id=key_id, name="k"), user=None)
+    request = SimpleNamespace(auth=ApiKey(id=key_id, prefix=key_id, name="k"), user=None)
 
     def one(_):
         return throttle_class().allow_request(request, view)
@@ -53,7 +53,8 @@ def test_a_redis_burst_of_fifty_lets_exactly_ten_through(redis_throttle):
 
 def test_the_wait_is_a_positive_whole_number_of_seconds(redis_throttle):
     view = SimpleNamespace(throttle_scope="command-execute")
-    request = SimpleNamespace(auth=ApiKey(id=f"wait-{uuid.uuid4().hex}", name="k"), user=None)
+    ident = f"wait-{uuid.uuid4().hex}"
+    request = SimpleNamespace(auth=ApiKey(id=ident, prefix=ident, name="k"), user=None)
     throttles = [redis_throttle() for _ in range(11)]
     allowed = [t.allow_request(request, view) for t in throttles]
     assert allowed == [True] * 10 + [False]
@@ -68,7 +69,7 @@ def test_the_window_slides_rather_than_resetting(monkeypatch):
         timer = staticmethod(lambda: clock[0])
 
     view = SimpleNamespace(throttle_scope="command-execute")
-    request = SimpleNamespace(auth=ApiKey(id="slide", name="k"), user=None)
+    request = SimpleNamespace(auth=ApiKey(id="slide", prefix="slide", name="k"), user=None)
     for second in range(10):  # ten requests spread over the first ten seconds
         clock[0] = 1000.0 + second
         assert Clocked().allow_request(request, view)
@@ -124,7 +125,7 @@ def test_an_unreachable_redis_fails_closed_with_503_unavailable():
         cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", {})
 
     view = SimpleNamespace(throttle_scope="command-execute")
-    request = SimpleNamespace(auth=ApiKey(id="down", name="k"), user=None)
+    request = SimpleNamespace(auth=ApiKey(id="down", prefix="down", name="k"), user=None)
     with pytest.raises(ServiceUnavailable) as caught:
         DownThrottle().allow_request(request, view)
     assert caught.value.status_code == 503

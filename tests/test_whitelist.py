@@ -434,3 +434,13 @@ def test_a_quoted_command_built_from_the_template_is_accepted_with_its_values(ca
     found = whitelist.match(command, chosen)
     check_accepted(found)
     assert found.params == values
+
+
+@pytest.mark.parametrize("template", ["cd /tmp", "ulimit -a", "type ls", "source /etc/profile"])
+def test_it_refuses_a_template_whose_program_is_a_shell_builtin(template):
+    with pytest.raises(ValidationError, match="shell builtin"):
+        whitelist.check_rule(template, {})
+
+
+def test_a_builtin_wrapped_in_sh_is_accepted():
+    assert whitelist.check_rule("sh -c 'ulimit -a'", {}) == ["sh", "-c", "ulimit -a"]
