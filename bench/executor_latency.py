@@ -56,6 +56,16 @@ def raw_run(transport: paramiko.Transport, command: str) -> None:
     chan.close()
 
 
+def bench_daemon() -> tuple[SSHDaemon, Path, ssh.SSHTarget]:
+    """A throwaway sshd on 127.0.0.1 with its own keys, and the executor's target for it."""
+    workdir = Path(tempfile.mkdtemp(prefix="homelab-bench-"))
+    key = keygen(workdir / "id_ed25519", "bench")
+    daemon = SSHDaemon(workdir=workdir / "sshd", authorized_keys=[public_key(key)]).start()
+    target = ssh.SSHTarget("bench", daemon.host, daemon.port, daemon.username, str(key),
+                           daemon.host_key)  # fmt: skip
+    return daemon, key, target
+
+
 def fresh_fabric_connection(daemon: SSHDaemon, key: Path) -> fabric.Connection:
     """Stock Fabric usage (no TCP_NODELAY, invoke's runner), but with the host key pinned."""
     connect_kwargs = {"key_filename": str(key), "look_for_keys": False, "allow_agent": False}
@@ -92,11 +102,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="homelab-bench-"))
-    key = keygen(workdir / "id_ed25519", "bench")
-    daemon = SSHDaemon(workdir=workdir / "sshd", authorized_keys=[public_key(key)]).start()
-    target = ssh.SSHTarget("bench", daemon.host, daemon.port, daemon.username, str(key),
-                           daemon.host_key)  # fmt: skip
+    daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     transport = raw_transport(daemon, key)
     wrapped = ssh._server_side_command("true", 10)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -26,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.executor_latency import fresh_fabric_connection  # noqa: E402
+from bench.executor_latency import bench_daemon, fresh_fabric_connection  # noqa: E402
 from commands import ssh  # noqa: E402
-from tests.sshd import SSHDaemon, keygen, public_key  # noqa: E402
 
 
 def peak_kib(fn: Callable[[], object]) -> tuple[float, float]:
@@ -49,11 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     big = f"head -c {args.megabytes}M /dev/zero | tr '\\0' x"
 
-    workdir = Path(tempfile.mkdtemp(prefix="homelab-bench-"))
-    key = keygen(workdir / "id_ed25519", "bench")
-    daemon = SSHDaemon(workdir=workdir / "sshd", authorized_keys=[public_key(key)]).start()
-    target = ssh.SSHTarget("bench", daemon.host, daemon.port, daemon.username, str(key),
-                           daemon.host_key)  # fmt: skip
+    daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     # The executor takes one argv-shaped command; the pipeline runs under `sh -c`.
     sh_big = ssh.shlex.join(["sh", "-c", big])
