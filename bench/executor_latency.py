@@ -34,6 +34,7 @@ import fabric  # noqa: E402
 import paramiko  # noqa: E402
 
 from commands import ssh  # noqa: E402
+from commands.ssh.channel import _server_side_command  # noqa: E402
 from tests.sshd import SSHDaemon, keygen, public_key  # noqa: E402
 
 
@@ -105,7 +106,7 @@ def main() -> None:
     daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     transport = raw_transport(daemon, key)
-    wrapped = ssh._server_side_command("true", 10)
+    wrapped = _server_side_command("true", 10)
     variants: dict[str, tuple[Callable[[], object], int]] = {
         "raw paramiko, `true` (floor)": (lambda: raw_run(transport, "true"), args.runs),
         "raw paramiko, wrapped command": (lambda: raw_run(transport, wrapped), args.runs),

@@ -16,6 +16,7 @@ and prints the peaks and their ratios to the baseline. Results go in docs/perfor
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import tracemalloc
@@ -50,7 +51,7 @@ def main() -> None:
     daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     # The executor takes one argv-shaped command; the pipeline runs under `sh -c`.
-    sh_big = ssh.shlex.join(["sh", "-c", big])
+    sh_big = shlex.join(["sh", "-c", big])
     results: dict[str, tuple[float, float]] = {}
     try:
         executor.execute(target, "true", timeout=30)  # warm the pool outside the measurement

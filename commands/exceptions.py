@@ -49,6 +49,44 @@ class ServerNotFound(HomelabError):
     default_detail = "Server not found."
 
 
+class Busy(HomelabError):
+    status_code = status.SERVICE_UNAVAILABLE
+    code = "busy"
+    default_detail = "Every runner slot of this process is busy; try again shortly."
+    retry_after = 2  # seconds, sent as Retry-After
+
+
+class NotRunning(HomelabError):
+    status_code = status.CONFLICT
+    code = "not_running"
+    default_detail = "The execution is not running."
+
+
+class CommandStopped(Exception):
+    """The SSH layer stopped a command on request (cancel or shutdown); `.partial` is the
+    output read so far. Not a HomelabError: services turns it into one of the two below."""
+
+    def __init__(self, partial: Any = None) -> None:
+        super().__init__("the command was stopped on request")
+        self.partial = partial
+
+
+class CommandCancelled(HomelabError):
+    status_code = status.CONFLICT
+    code = "cancelled"
+    default_detail = "The execution was cancelled while it ran; the remote process was stopped."
+
+
+class CommandInterrupted(HomelabError):
+    status_code = status.SERVICE_UNAVAILABLE
+    code = "interrupted"
+    default_detail = (
+        "The service is shutting down; the command was stopped on the server. Try again "
+        "once it is back."
+    )
+    retry_after = 5
+
+
 class ServiceUnavailable(HomelabError):
     status_code = status.SERVICE_UNAVAILABLE
     code = "unavailable"

@@ -19,6 +19,7 @@ import pytest
 
 from commands import ssh
 from commands.exceptions import CommandTimeout
+from commands.ssh import channel
 from tests.sshd import processes_matching, sh, target_for, wait_for
 
 
@@ -86,7 +87,10 @@ def test_50_mb_of_output_is_capped_flagged_and_read_in_bounded_memory(executor, 
 
     assert result.exit_code == 0  # drained to the end, so the real exit code
     assert result.stdout_truncated and result.stderr_truncated
-    assert len(result.stdout) == len(result.stderr) == 10240
+    # The first and the last 5 KiB of each stream are kept (NUL shows as U+FFFD).
+    half = "\ufffd" * 5120
+    assert result.stdout == f"{half}\n[... {50_000_000 - 10240} bytes cut ...]\n{half}"
+    assert result.stderr == f"{half}\n[... {3_000_000 - 10240} bytes cut ...]\n{half}"
     assert peak < 5_000_000  # nowhere near the 53 MB printed
 
 
@@ -95,7 +99,7 @@ def test_the_output_limit_applies_to_each_stream_separately(executor, target):
         target, sh("printf 0123456789; printf ab >&2"), timeout=5, output_limit=4
     )
 
-    assert (result.stdout, result.stdout_truncated) == ("0123", True)
+    assert (result.stdout, result.stdout_truncated) == ("01\n[... 6 bytes cut ...]\n89", True)
     assert (result.stderr, result.stderr_truncated) == ("ab", False)
 
 
@@ -115,9 +119,10 @@ def test_invalid_utf8_becomes_replacement_characters(executor, target):
 
 
 def test_a_cut_through_a_character_drops_it_instead_of_garbling_it(executor, target):
-    result = executor.execute(target, sh("printf 'abc€def'"), timeout=5, output_limit=4)
+    # 9 bytes, 8 kept: "abc" + the euro sign's first byte, its last byte + "def".
+    result = executor.execute(target, sh("printf 'abc€def'"), timeout=5, output_limit=8)
 
-    assert (result.stdout, result.stdout_truncated) == ("abc", True)
+    assert (result.stdout, result.stdout_truncated) == ("abc\n[... 1 bytes cut ...]\ndef", True)
 
 
 # --- timeouts -----------------------------------------------------------------------------
@@ -169,12 +174,12 @@ def test_a_command_the_server_stopped_first_is_still_a_timeout(
 ):
     # Simulates this thread being scheduled too late to notice its deadline: the server's
     # `timeout` stops the command first and it "finishes" with 124.
-    pump = ssh._pump
+    pump = channel._pump
 
-    def late_pump(chan, out, err, deadline: float) -> bool:
-        return pump(chan, out, err, deadline + 5)  # the server stops it within 1 s
+    def late_pump(chan, streams, deadline: float, *args, **kwargs) -> bool:
+        return pump(chan, streams, deadline + 5, *args, **kwargs)  # the server stops it in 1 s
 
-    monkeypatch.setattr(ssh, "_pump", late_pump)
+    monkeypatch.setattr(channel, "_pump", late_pump)
 
     with pytest.raises(CommandTimeout) as caught:
         executor.execute(target, sh(f"echo started; sleep {marker}"), timeout=0.3)

@@ -310,8 +310,8 @@ def test_a_connection_lost_mid_command_is_reported_and_never_retried(
     assert wait_for(lambda: not processes_matching(marker), timeout=2 + SLACK)
 
 
-def test_ssh_py_imports_no_django():
-    tree = ast.parse(Path(ssh.__file__).read_text())
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
     modules = {
         alias.name
         for node in ast.walk(tree)
@@ -319,5 +319,27 @@ def test_ssh_py_imports_no_django():
         for alias in node.names
     }
     modules |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    return {name.split(".")[0] for name in modules}
 
-    assert not any(name.split(".")[0] == "django" for name in modules)
+
+def test_the_ssh_package_imports_no_django():
+    package = Path(ssh.__file__).parent
+
+    for path in sorted(package.glob("*.py")):
+        assert "django" not in imported_modules(path), path.name
+
+
+def test_only_the_ssh_package_imports_paramiko_or_fabric():
+    # The application's code; tests and benches drive sshd with paramiko themselves.
+    root = Path(ssh.__file__).parent.parent.parent
+    package = Path(ssh.__file__).parent
+    app_code = [*root.glob("commands/**/*.py"), *root.glob("homelab/**/*.py")]
+
+    importers = {
+        path.relative_to(root).as_posix()
+        for path in app_code
+        if {"paramiko", "fabric"} & imported_modules(path)
+    }
+
+    assert importers  # the scan found the package
+    assert all(Path(root, name).parent == package for name in importers), importers

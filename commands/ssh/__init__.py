@@ -1,0 +1,60 @@
+"""SSH I/O: host-key helpers and the pooled command executor.
+
+The only code that imports paramiko/fabric. It imports no Django models: callers pass
+plain connection parameters (`SSHTarget`) and get plain results (`CommandResult`) or one
+of the `commands.exceptions.SSHError` family.
+
+hostkeys.py parses, fingerprints and fetches host keys; connect.py opens one pinned,
+authenticated connection; channel.py runs one command on an open channel; pool.py shares
+connections between threads (`SSHPooledExecutor`, `get_executor`).
+"""
+
+# The SSHError family is re-exported: callers catch it as `ssh.ConnectFailed` and the like.
+from commands.exceptions import (
+    AuthFailed,
+    CommandTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    SSHError,
+)
+from commands.ssh.channel import (
+    KILL_AFTER_SECONDS,
+    READ_CHUNK,
+    SERVER_MARGIN_SECONDS,
+    STOP_GRACE_SECONDS,
+    CappedOutput,
+    CommandResult,
+    clean_text,
+    run_command,
+)
+from commands.ssh.connect import SSHTarget
+from commands.ssh.hostkeys import fetch_host_key, fingerprint, format_host_key, parse_host_key
+from commands.ssh.pool import SSHPooledExecutor, close_all, get_executor
+
+__all__ = [
+    "KILL_AFTER_SECONDS",
+    "READ_CHUNK",
+    "SERVER_MARGIN_SECONDS",
+    "STOP_GRACE_SECONDS",
+    "AuthFailed",
+    "CappedOutput",
+    "CommandResult",
+    "CommandTimeout",
+    "ConnectFailed",
+    "ConnectionLost",
+    "HostKeyMismatch",
+    "HostKeyUnknown",
+    "SSHError",
+    "SSHPooledExecutor",
+    "SSHTarget",
+    "clean_text",
+    "close_all",
+    "fetch_host_key",
+    "fingerprint",
+    "format_host_key",
+    "get_executor",
+    "parse_host_key",
+    "run_command",
+]

@@ -1,0 +1,83 @@
+"""Host keys: parsing, formatting and fingerprinting them, fetching a server's, and the
+pinned key a connection must be offered."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from commands.exceptions import HostKeyUnknown, SSHError
+
+if TYPE_CHECKING:
+    from commands.ssh.connect import SSHTarget
+
+
+def parse_host_key(text: str) -> paramiko.PKey:
+    """A PKey from 'TYPE BASE64 [comment]'; ValueError with the reason when malformed."""
+    parts = text.strip().split()
+    if len(parts) < 2:
+        raise ValueError('a host key is "TYPE BASE64", e.g. "ssh-ed25519 AAAAC3Nz..."')
+    kind, b64 = parts[0], parts[1]
+    try:
+        blob = base64.b64decode(b64, validate=True)
+        key = paramiko.PKey.from_type_string(kind, blob)
+    except Exception as exc:  # paramiko raises several types for a bad blob
+        raise ValueError(f"not a valid {kind} public key ({exc.__class__.__name__})") from None
+    return key
+
+
+def format_host_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def fingerprint(host_key: str | paramiko.PKey) -> str:
+    """OpenSSH-style 'SHA256:...' fingerprint, as `ssh-keygen -lf` prints it."""
+    key = parse_host_key(host_key) if isinstance(host_key, str) else host_key
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
+    """The server's host key as 'TYPE BASE64', read from the handshake (no authentication)."""
+    # Imported here, not at the top: connect.py imports this module for the pinned key.
+    from commands.ssh.connect import _tcp_connect
+
+    sock = _tcp_connect(host, port, timeout, where=f"{host}:{port}")
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    try:
+        transport.start_client(timeout=timeout)
+        return format_host_key(transport.get_remote_server_key())
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise SSHError(f"SSH handshake with {host}:{port} failed: {exc}") from None
+    finally:
+        transport.close()
+
+
+def _disabled_host_key_algorithms(pinned: paramiko.PKey) -> list[str]:
+    """Every host-key algorithm except the pinned key's, so the server presents that one."""
+    kind = pinned.get_name()
+    allowed = {"rsa-sha2-256", "rsa-sha2-512", kind} if kind == "ssh-rsa" else {kind}
+    return [name for name in paramiko.Transport._preferred_keys if name not in allowed]
+
+
+def _pinned_key(target: SSHTarget) -> paramiko.PKey:
+    # Imported here, not at the top: connect.py imports this module for the pinned key.
+    from commands.ssh.connect import _where
+
+    if not target.host_key:
+        raise HostKeyUnknown(
+            f"host key for {_where(target)} is not pinned; run "
+            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+        )
+    try:
+        return parse_host_key(target.host_key)
+    except ValueError as exc:
+        raise HostKeyUnknown(
+            f"the pinned host key for {_where(target)} is unusable ({exc}); run "
+            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+        ) from None
