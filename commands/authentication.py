@@ -30,6 +30,34 @@ def key_from_request(request: Request) -> str | None:
     return custom or None
 
 
+def authenticate_key(raw: str) -> ApiKey:
+    """The usable key for raw; AuthenticationFailed (401) saying why it is not."""
+    try:
+        key = ApiKey.objects.get_from_key(raw)
+    except ApiKey.DoesNotExist:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
+    if key.has_expired:
+        raise exceptions.AuthenticationFailed("The API key has expired.")
+    if key.owner is not None and not key.owner.is_active:
+        # Deactivating a user in the admin must also stop the keys they own.
+        raise exceptions.AuthenticationFailed("The API key's owner is deactivated.")
+    now = timezone.now()
+    # At most one write a minute per key: "last used" needs no finer grain, and a
+    # write on every request would serialize bursts on SQLite.
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRAIN:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def check_key(raw: str) -> ApiKey | None:
+    """The usable key for raw, or None (unknown, revoked, expired, owner deactivated)."""
+    try:
+        return authenticate_key(raw)
+    except exceptions.AuthenticationFailed:
+        return None
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Authenticates a request by its API key; a bad, revoked or expired key is a 401."""
 
@@ -37,21 +65,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = key_from_request(request)
         if raw is None:
             return None
-        try:
-            key = ApiKey.objects.get_from_key(raw)
-        except ApiKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
-        if key.has_expired:
-            raise exceptions.AuthenticationFailed("The API key has expired.")
-        if key.owner is not None and not key.owner.is_active:
-            # Deactivating a user in the admin must also stop the keys they own.
-            raise exceptions.AuthenticationFailed("The API key's owner is deactivated.")
-        now = timezone.now()
-        # At most one write a minute per key: "last used" needs no finer grain, and a
-        # write on every request would serialize bursts on SQLite.
-        if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRAIN:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-            key.last_used_at = now
+        key = authenticate_key(raw)
         return (key.owner or AnonymousUser(), key)
 
     def authenticate_header(self, request: Request) -> str:

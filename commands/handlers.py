@@ -48,7 +48,13 @@ def describe(exc: Exception) -> tuple[str, str]:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
     if isinstance(exc, HomelabError):
-        return Response(error_body(exc.detail, exc.code, **exc.extra), status=int(exc.status_code))
+        response = Response(
+            error_body(exc.detail, exc.code, **exc.extra), status=int(exc.status_code)
+        )
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            response["Retry-After"] = str(int(retry_after))
+        return response
 
     # Django's own 404/403 become DRF's, so they get a code like every other error.
     if isinstance(exc, Http404):

@@ -165,6 +165,7 @@ class Execution(models.Model):
         TIMEOUT = "timeout"
         ERROR = "error"
         REJECTED = "rejected"
+        CANCELLED = "cancelled"
         INTERRUPTED = "interrupted"
 
     server = models.ForeignKey(
@@ -248,9 +249,16 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(
         null=True,
     )
+    runner = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="The process running the command, host:pid:start; markinterrupted "
+        "closes a running row only once that process is gone.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("execute_command", "Can execute and cancel commands")]
         indexes = [
             models.Index(fields=["server", "-created_at"], name="execution_server_recent"),
             models.Index(fields=["status"], name="execution_status"),

@@ -8,7 +8,10 @@ from commands.serializers import (
     ErrorSerializer,
     ExecuteRequestSerializer,
     ExecuteResultSerializer,
+    ExecuteStartedSerializer,
     ExecutionErrorSerializer,
+    ExecutionSerializer,
+    StreamTicketSerializer,
 )
 
 
@@ -79,8 +82,35 @@ execute_schema = extend_schema(
             stdout_truncated=False,
             stderr_truncated=False,
         ),
+        example(
+            "started (wait: false)",
+            202,
+            {
+                "execution_id": 48,
+                "status": "running",
+                "url": "/api/v1/executions/48/",
+                "stream": "/ws/v1/executions/48/",
+            },
+        ),
+        error(
+            409,
+            "cancelled",
+            "The execution was cancelled while it ran; the remote process was stopped.",
+            execution_id=49,
+            stdout="partial output\n",
+            stderr="",
+            stdout_truncated=False,
+            stderr_truncated=False,
+        ),
         error(429, "throttled", "Request was throttled. Expected available in 42 seconds."),
         error(503, "unavailable", "The rate-limit store (Redis, REDIS_URL) is not answering."),
+        error(
+            503,
+            "busy",
+            "All 64 runner slots of this process are busy (HOMELAB_MAX_RUNNING); nothing "
+            "was run, try again shortly.",
+            execution_id=50,
+        ),
         error(
             500,
             "host_key_unknown",
@@ -94,12 +124,29 @@ execute_schema = extend_schema(
             "Retry-After",
             OpenApiTypes.INT,
             location=OpenApiParameter.HEADER,
-            response=[429],
+            response=[429, 503],
             description="Whole seconds until the next execution is allowed.",
-        )
+        ),
+        OpenApiParameter(
+            "Location",
+            OpenApiTypes.STR,
+            location=OpenApiParameter.HEADER,
+            response=[202],
+            description="The started execution, /api/v1/executions/{id}/.",
+        ),
     ],
     responses={
         200: ExecuteResultSerializer,
+        202: OpenApiResponse(
+            ExecuteStartedSerializer,
+            description='With `"wait": false`: the command has started; follow it with GET '
+            "executions/{id}/ or the WebSocket ws/v1/executions/{id}/ (docs/streaming.md).",
+        ),
+        409: OpenApiResponse(
+            ExecutionErrorSerializer,
+            description="`cancelled`: the execution was cancelled while this call waited; "
+            "carries the output up to the cancel.",
+        ),
         400: OpenApiResponse(
             BadRequestErrorSerializer,
             description="`invalid` (field errors), or `not_whitelisted`, `invalid_parameter`, "
@@ -118,13 +165,53 @@ execute_schema = extend_schema(
             description="`throttled`: over the per-key execution rate; see Retry-After.",
         ),
         503: OpenApiResponse(
-            ErrorSerializer,
-            description="`unavailable`: the rate-limit store (Redis) is not answering.",
+            ExecutionErrorSerializer,
+            description="`unavailable`: the rate-limit store (Redis) is not answering; "
+            "`busy`: every runner slot stayed taken (see Retry-After); `interrupted`: the "
+            "service shut down while the command ran (it was stopped on the server).",
         ),
         500: OpenApiResponse(
             ExecutionErrorSerializer,
             description="SSH failure: `ssh_connect_failed`, `ssh_auth_failed`, "
             "`host_key_mismatch`, `host_key_unknown`, `ssh_connection_lost`, `ssh_error`.",
         ),
+    },
+)
+
+
+cancel_schema = extend_schema(
+    request=None,
+    responses={
+        200: OpenApiResponse(
+            ExecutionSerializer,
+            description="Cancelled: the remote process was stopped; the row is `cancelled` "
+            "(or already ended otherwise in the meantime).",
+        ),
+        202: OpenApiResponse(
+            ExecutionSerializer,
+            description="The cancel was sent but the process running the command has not "
+            "confirmed it within 5 s; GET the row again.",
+        ),
+        401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
+        403: OpenApiResponse(
+            ErrorSerializer,
+            description="`permission_denied`: only the key or user that started it, or a user "
+            "with commands.execute_command, may cancel.",
+        ),
+        404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
+        409: OpenApiResponse(
+            ErrorSerializer, description="`not_running`: the execution has already ended."
+        ),
+    },
+    examples=[error(409, "not_running", "Execution 42 is not running (it is succeeded).")],
+)
+
+stream_ticket_schema = extend_schema(
+    request=None,
+    responses={
+        201: StreamTicketSerializer,
+        401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
+        403: OpenApiResponse(ErrorSerializer, description="`permission_denied`."),
+        404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
     },
 )

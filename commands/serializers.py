@@ -40,6 +40,12 @@ class ExecuteRequestSerializer(serializers.Serializer):
         max_length=64,
         help_text="The whitelist rule to match, e.g. restart_service.",
     )
+    wait = serializers.BooleanField(
+        default=True,
+        help_text="false: answer 202 as soon as the command has started, with the "
+        "execution_id to follow (GET executions/{id}/ or the WebSocket "
+        "ws/v1/executions/{id}/). true (the default): wait for the result.",
+    )
 
     def validate_command(self, value: str) -> str:
         try:
@@ -66,6 +72,33 @@ class ExecuteResultSerializer(serializers.ModelSerializer):
             "stderr_truncated",
         ]
         read_only_fields = fields
+
+
+class ExecuteStartedSerializer(serializers.ModelSerializer):
+    """A command started with wait=false: follow it by its id."""
+
+    execution_id = serializers.IntegerField(source="id", help_text="The audit row's id.")
+    url = serializers.SerializerMethodField(help_text="GET it for the status and output.")
+    stream = serializers.SerializerMethodField(help_text="WebSocket path of its live output.")
+
+    class Meta:
+        model = Execution
+        fields = ["execution_id", "status", "url", "stream"]
+        read_only_fields = fields
+
+    def get_url(self, execution: Execution) -> str:
+        return f"/api/v1/executions/{execution.pk}/"
+
+    def get_stream(self, execution: Execution) -> str:
+        return f"/ws/v1/executions/{execution.pk}/"
+
+
+class StreamTicketSerializer(serializers.Serializer):
+    """A single-use ticket for a browser WebSocket, which cannot send headers."""
+
+    ticket = serializers.CharField(help_text="Pass as ?ticket=; valid once, for 60 s.")
+    expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid.")
+    url = serializers.CharField(help_text="The WebSocket path with the ticket.")
 
 
 class ExecutionSerializer(serializers.ModelSerializer):

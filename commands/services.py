@@ -6,21 +6,41 @@ audit row completed. No database transaction is held open across the SSH call.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from commands import ssh, whitelist
+from commands import live, ssh, whitelist
 from commands.exceptions import (
+    Busy,
+    CommandCancelled,
+    CommandInterrupted,
     CommandRejected,
+    CommandStopped,
     CommandTimeout,
     HomelabError,
+    NotRunning,
     ServerDisabled,
     SSHError,
 )
 from commands.models import ApiKey, Execution, Server
+from commands.runner import (
+    CANCELLED,
+    INTERRUPTED,
+    Run,
+    Runner,
+    current_runner,
+    get_runner,
+    process_alive,
+    process_identity,
+)
+from commands.streaming import LiveOutput, result_fields
 
 Status = Execution.Status
 logger = logging.getLogger(__name__)
@@ -105,19 +125,39 @@ def target_for(server: Server) -> ssh.SSHTarget:
     )
 
 
+def runner() -> Runner:
+    """The process-wide bounded runner, configured from settings on first use."""
+    existing = current_runner()
+    if existing is not None:
+        return existing
+    created = get_runner(
+        max_running=settings.HOMELAB_MAX_RUNNING,
+        busy_wait=settings.HOMELAB_BUSY_WAIT_SECONDS,
+        drain_seconds=settings.HOMELAB_DRAIN_SECONDS,
+    )
+    # Cancels for this process's runs may come from other workers (Redis profile).
+    live.backend().listen_for_cancels(
+        process_identity(), lambda execution_id: created.stop(execution_id, CANCELLED)
+    )
+    return created
+
+
 def execute_command(
     *,
     server: Server,
     command: str,
     action_type: str,
+    wait: bool = True,
     api_key: ApiKey | None = None,
     user: Any = None,
     client_ip: str | None = None,
 ) -> Execution:
     """Run a whitelisted command; the returned row holds the result (any exit code).
 
-    Raises a `HomelabError` (rejection, timeout, SSH failure) whose `extra` carries
-    the `execution_id` of the audit row, and for a timeout the partial output.
+    With wait=False it returns as soon as the command has started (the row is `running`)
+    and the runner thread completes the row. Raises a `HomelabError` (rejection, busy,
+    timeout, SSH failure, cancel) whose `extra` carries the `execution_id` of the audit
+    row, and for a timeout or a cancel the partial output.
     """
     execution = new_execution(
         server=server,
@@ -128,46 +168,155 @@ def execute_command(
         user=user,
         client_ip=client_ip,
     )
+    bounded = runner()
     try:
         if not server.enabled:
             raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
         match = whitelist.resolve(command, action_type, server)
-    except CommandRejected as exc:
+        bounded.reserve()  # may wait a moment; Busy when every slot stays taken
+    except (CommandRejected, Busy) as exc:
         record_rejection(execution, code=exc.code, detail=exc.detail)
         exc.extra["execution_id"] = execution.pk
         raise
 
-    execution.argv = list(match.argv)
-    execution.status = Status.RUNNING
-    execution.save()  # the audit row exists before SSH starts
+    try:
+        execution.argv = list(match.argv)
+        execution.status = Status.RUNNING
+        execution.runner = process_identity()
+        execution.save()  # the audit row exists before SSH starts
+        live.backend().start(execution.pk, ttl=match.rule.timeout_seconds + 60)
+    except BaseException:
+        bounded.release()
+        raise
+    work = functools.partial(
+        _run, execution=execution, target=target_for(server), match=match, record=not wait
+    )
+    run = bounded.submit(execution.pk, work)
+    if not wait:
+        return execution
+    # The caller's thread waits and completes the row: a client that goes away does not
+    # stop this thread, so the result is still recorded.
+    return complete(execution, run.future.result())
 
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: a result, a stop on request, or an error (with partial output)."""
+
+    result: ssh.CommandResult | None = None
+    stopped: str = ""  # CANCELLED or INTERRUPTED
+    error: HomelabError | None = None
+    partial: ssh.CommandResult | None = None
+
+
+def _run(
+    run: Run,
+    *,
+    execution: Execution,
+    target: ssh.SSHTarget,
+    match: whitelist.Match,
+    record: bool,
+) -> Outcome:
+    """The runner thread's part: SSH with live output, then (wait=False) the row."""
+    output = LiveOutput(
+        execution.pk,
+        stream_limit=settings.HOMELAB_STREAM_LIMIT,
+        output_limit=settings.HOMELAB_OUTPUT_LIMIT,
+    )
     try:
         result = executor().execute(
-            target_for(server),
+            target,
             match.sent,
             timeout=match.rule.timeout_seconds,
             output_limit=settings.HOMELAB_OUTPUT_LIMIT,
+            on_output=output,
+            stop=run.stop,
         )
+        outcome = Outcome(result=result)
+    except CommandStopped as exc:
+        outcome = Outcome(stopped=run.reason or CANCELLED, partial=exc.partial)
     except CommandTimeout as exc:
-        partial = getattr(exc, "partial", None)
-        finish(execution, Status.TIMEOUT, partial, error=exc)
-        exc.extra.update(execution_id=execution.pk, **output_fields(partial))
-        raise
+        outcome = Outcome(error=exc, partial=getattr(exc, "partial", None))
     except HomelabError as exc:
-        finish(execution, Status.ERROR, None, error=exc)
-        exc.extra["execution_id"] = execution.pk
-        raise
+        outcome = Outcome(error=exc)
     except Exception:
-        # A bug, not an SSH condition: keep the traceback in the server log only, close
-        # the audit row, and answer like any SSH-side failure (with the row's id).
+        # A bug, not an SSH condition: keep the traceback in the server log only.
         logger.exception("unexpected error running execution %s", execution.pk)
         error = SSHError("Unexpected error while running the command; see the server log.")
-        finish(execution, Status.ERROR, None, error=error)
-        error.extra["execution_id"] = execution.pk
-        raise error from None
+        outcome = Outcome(error=error)
+    try:
+        output.flush()
+    except Exception:
+        logger.warning("could not publish the last output of execution %s", execution.pk)
+    if record:
+        with contextlib.suppress(HomelabError):  # recorded on the row; nobody waits for it
+            complete(execution, outcome)
+    return outcome
 
-    status = Status.SUCCEEDED if result.exit_code == 0 else Status.FAILED
-    return finish(execution, status, result)
+
+def complete(execution: Execution, outcome: Outcome) -> Execution:
+    """Record how the run ended, publish the result frame; raise the error a waiting
+    caller should get (with the row's id)."""
+    error = outcome.error
+    if outcome.stopped == INTERRUPTED:
+        error = CommandInterrupted()
+        status = Status.INTERRUPTED
+    elif outcome.stopped:
+        error = CommandCancelled()
+        status = Status.CANCELLED
+    elif isinstance(error, CommandTimeout):
+        status = Status.TIMEOUT
+    elif error is not None:
+        status = Status.ERROR
+    else:
+        status = Status.SUCCEEDED if outcome.result.exit_code == 0 else Status.FAILED
+    execution = finish(execution, status, outcome.result or outcome.partial, error=error)
+    try:
+        backend = live.backend()
+        backend.append(execution.pk, [live.frame("result", **result_fields(execution))])
+        backend.end(execution.pk)
+    except Exception:
+        logger.warning("could not publish the result of execution %s", execution.pk)
+    if error is not None:
+        error.extra["execution_id"] = execution.pk
+        if outcome.partial is not None or status in (Status.CANCELLED, Status.INTERRUPTED):
+            error.extra.update(output_fields(outcome.partial))
+        raise error
+    return execution
+
+
+def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Execution:
+    """Stop a running execution wherever it runs; the row once it has ended (or, if its
+    process has not answered within wait_seconds, as it stands)."""
+    if execution.status != Status.RUNNING:
+        raise NotRunning(f"Execution {execution.pk} is not running (it is {execution.status}).")
+    if execution.runner == process_identity():
+        runner().stop(execution.pk, CANCELLED)
+    elif process_alive(execution.runner) is False:
+        # Its process is gone: nothing runs it any more. Close the row and say so.
+        mark_interrupted(Execution.objects.filter(pk=execution.pk))
+        raise NotRunning(
+            f"Execution {execution.pk} is not running: the process that ran it stopped."
+        )
+    else:
+        live.backend().send_cancel(execution.runner, execution.pk)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        execution.refresh_from_db()
+        if execution.status != Status.RUNNING:
+            break
+        time.sleep(0.05)
+    return execution
+
+
+def mark_interrupted(queryset) -> int:
+    """Close rows whose process stopped before it finished them."""
+    return queryset.filter(status=Status.RUNNING).update(
+        status=Status.INTERRUPTED,
+        error_code="interrupted",
+        error_detail="The process running this command stopped before it finished.",
+        finished_at=timezone.now(),
+    )
 
 
 def output_fields(result: ssh.CommandResult | None) -> dict[str, Any]:
@@ -188,14 +337,18 @@ def finish(
     *,
     error: HomelabError | None = None,
 ) -> Execution:
-    """Complete the audit row after SSH, whatever happened."""
+    """Complete the audit row after SSH, whatever happened.
+
+    Only a row still `running` is completed: one already closed (by a shutdown, or by
+    markinterrupted) keeps its status, and the row as stored is returned.
+    """
     execution.status = status
     execution.finished_at = timezone.now()
     for field, value in output_fields(result).items():
         setattr(execution, field, value)
     if result is not None:
         execution.duration_ms = result.duration_ms
-        if status != Status.TIMEOUT:
+        if status not in (Status.TIMEOUT, Status.CANCELLED, Status.INTERRUPTED):
             execution.exit_code = result.exit_code
     if execution.duration_ms is None:
         elapsed = execution.finished_at - execution.created_at
@@ -203,5 +356,21 @@ def finish(
     if error is not None:
         execution.error_code = error.code
         execution.error_detail = error.detail
-    execution.save()
+    fields = [
+        "status",
+        "finished_at",
+        "stdout",
+        "stderr",
+        "stdout_truncated",
+        "stderr_truncated",
+        "duration_ms",
+        "exit_code",
+        "error_code",
+        "error_detail",
+    ]
+    updated = Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+        **{name: getattr(execution, name) for name in fields}
+    )
+    if not updated:
+        execution.refresh_from_db()
     return execution

@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import openapi, services
+from commands import live, openapi, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound
 from commands.handlers import describe
 from commands.models import AllowedCommand, ApiKey, Execution, Server
@@ -22,8 +22,10 @@ from commands.serializers import (
     AllowedCommandSerializer,
     ExecuteRequestSerializer,
     ExecuteResultSerializer,
+    ExecuteStartedSerializer,
     ExecutionSerializer,
     ServerSerializer,
+    StreamTicketSerializer,
 )
 from commands.throttling import ExecuteRateThrottle
 
@@ -94,6 +96,9 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         execution = services.execute_command(
             server=server, **body.validated_data, **caller(request)
         )
+        if execution.status == Execution.Status.RUNNING:  # wait=false
+            started = ExecuteStartedSerializer(execution).data
+            return Response(started, status=202, headers={"Location": started["url"]})
         return Response(ExecuteResultSerializer(execution).data)
 
     def refuse(self, request: Request, exc: Exception, server: Server | None = None) -> None:
@@ -151,3 +156,49 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
                 since = timezone.make_aware(since, datetime.UTC)
             queryset = queryset.filter(created_at__gte=since)
         return queryset
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        """One audit row; while it runs, with its output so far."""
+        execution = self.get_object()
+        data = ExecutionSerializer(execution).data
+        if execution.status == Execution.Status.RUNNING:
+            data.update(live.backend().snapshot(execution.pk) or {})
+        return Response(data)
+
+    @openapi.cancel_schema
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Stop a running execution on its server, from whichever worker runs it."""
+        execution = self.get_object()
+        if not may_cancel(request, execution):
+            raise exceptions.PermissionDenied(
+                "Only the key or user that started an execution, or a user with the "
+                "commands.execute_command permission, may cancel it."
+            )
+        execution = services.cancel_execution(execution)
+        done = execution.status != Execution.Status.RUNNING
+        return Response(ExecutionSerializer(execution).data, status=200 if done else 202)
+
+    @openapi.stream_ticket_schema
+    @action(detail=True, methods=["post"], url_path="stream-ticket")
+    def stream_ticket(self, request: Request, pk: str | None = None) -> Response:
+        """A single-use, 60 s ticket to stream this execution from a browser WebSocket."""
+        execution = self.get_object()
+        who = caller(request)
+        ticket = streaming.issue_ticket(execution, api_key=who["api_key"], user=who["user"])
+        body = {
+            "ticket": ticket,
+            "expires_in": streaming.TICKET_SECONDS,
+            "url": f"/ws/v1/executions/{execution.pk}/?ticket={ticket}",
+        }
+        return Response(StreamTicketSerializer(body).data, status=201)
+
+
+def may_cancel(request: Request, execution: Execution) -> bool:
+    """The key or session user that started it, or a user with the execute permission."""
+    if isinstance(request.auth, ApiKey):
+        if execution.api_key_id == request.auth.pk:
+            return True
+    elif execution.api_key_id is None and execution.user_id == request.user.pk:
+        return True
+    return request.user.is_authenticated and request.user.has_perm("commands.execute_command")

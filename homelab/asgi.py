@@ -2,7 +2,8 @@
 
 import os
 
-from channels.routing import ProtocolTypeRouter
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "homelab.settings")
@@ -10,4 +11,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "homelab.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from commands.routing import websocket_urlpatterns  # noqa: E402 (needs Django set up)
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The session (for the admin) is read here; the consumer decides whether it counts
+        # (same origin only), and also accepts API-key headers and single-use tickets.
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)

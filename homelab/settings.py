@@ -182,6 +182,16 @@ HOMELAB_COMMAND_TIMEOUT = env_int("HOMELAB_COMMAND_TIMEOUT", 30, minimum=1, maxi
 HOMELAB_OUTPUT_LIMIT = env_int("HOMELAB_OUTPUT_LIMIT", 10240, minimum=1, maximum=10 * 1024 * 1024)
 HOMELAB_CONNECT_TIMEOUT = env_int("HOMELAB_CONNECT_TIMEOUT", 10, minimum=1, maximum=300)
 HOMELAB_SSH_IDLE_SECONDS = env_int("HOMELAB_SSH_IDLE_SECONDS", 300, minimum=1)
+# Live executions: one bounded runner per process (see commands/runner.py).
+HOMELAB_MAX_RUNNING = env_int("HOMELAB_MAX_RUNNING", 64, minimum=1, maximum=4096)
+HOMELAB_BUSY_WAIT_SECONDS = env_int("HOMELAB_BUSY_WAIT_SECONDS", 2, minimum=0, maximum=60)
+HOMELAB_DRAIN_SECONDS = env_int("HOMELAB_DRAIN_SECONDS", 0, minimum=0, maximum=3600)
+HOMELAB_STREAM_LIMIT = env_int(
+    "HOMELAB_STREAM_LIMIT", 1024 * 1024, minimum=1, maximum=1024 * 1024 * 1024
+)
+HOMELAB_STREAM_RETENTION_SECONDS = env_int(
+    "HOMELAB_STREAM_RETENTION_SECONDS", 120, minimum=1, maximum=7 * 24 * 3600
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -43,11 +43,13 @@ def test_the_execute_endpoint_documents_every_status(schema):
     operation = schema["paths"][EXECUTE]["post"]
     assert set(operation["responses"]) == {
         "200",
+        "202",
         "400",
         "401",
         "403",
         "404",
         "408",
+        "409",
         "429",
         "500",
         "503",

@@ -1,4 +1,4 @@
-"""Mark executions a crashed process left `running` as `interrupted` (run at start-up)."""
+"""Mark executions whose process is gone as `interrupted` (run at start-up)."""
 
 from datetime import timedelta
 
@@ -6,33 +6,39 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from commands.models import Execution
+from commands.runner import process_alive
+from commands.services import mark_interrupted
 
 
 class Command(BaseCommand):
     help = (
         "Mark executions left 'running' by a stopped or crashed process as 'interrupted'. "
-        "Run it once before the workers start (make run does)."
+        "A row names the process running it: rows of a process that still runs on this "
+        "host are never touched, so it is safe beside live workers (make run runs it)."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
             "--older-than",
             type=int,
-            default=0,
+            default=None,
             metavar="SECONDS",
-            help="Only rows started this long ago. With workers still running (a rolling "
-            "deploy), use more than the longest rule timeout, e.g. 3700.",
+            help="Also close rows run on other hosts (whose process cannot be checked from "
+            "here) once they started this long ago; use more than the longest rule "
+            "timeout, e.g. 3700. Rows of this host are closed as soon as their process "
+            "is gone, but not before they are this old either.",
         )
 
-    def handle(self, *args, older_than: int, **options) -> None:
-        cutoff = timezone.now() - timedelta(seconds=older_than)
-        count = Execution.objects.filter(
-            status=Execution.Status.RUNNING, created_at__lte=cutoff
-        ).update(
-            status=Execution.Status.INTERRUPTED,
-            error_code="interrupted",
-            error_detail="The process running this command stopped before it finished.",
-            finished_at=timezone.now(),
-        )
+    def handle(self, *args, older_than: int | None, **options) -> None:
+        running = Execution.objects.filter(status=Execution.Status.RUNNING)
+        if older_than is not None:
+            running = running.filter(created_at__lte=timezone.now() - timedelta(seconds=older_than))
+        gone = []
+        for pk, runner in running.values_list("pk", "runner"):
+            alive = process_alive(runner)
+            # alive is None: another host, or a row from before rows named their process.
+            if alive is False or (alive is None and (older_than is not None or not runner)):
+                gone.append(pk)
+        count = mark_interrupted(Execution.objects.filter(pk__in=gone)) if gone else 0
         if count:
             self.stdout.write(f"Marked {count} execution(s) as interrupted.")

@@ -1,0 +1,12 @@
+"""WebSocket routes (the HTTP ones are in urls.py)."""
+
+from django.urls import re_path
+
+from commands import consumers
+
+websocket_urlpatterns = [
+    re_path(
+        r"^ws/v1/executions/(?P<execution_id>[^/]+)/?$",
+        consumers.ExecutionStreamConsumer.as_asgi(),
+    ),
+]

@@ -1,0 +1,241 @@
+"""The bounded runner: every SSH command of this process runs on one thread executor.
+
+A request first reserves a slot (waiting at most `busy_wait` seconds, else `Busy`), then
+submits its work. Each running execution is registered with a stop event, so a cancel
+(from this process or, through the channel layer, from another) and a shutdown reach it.
+At interpreter exit (Ctrl-C, SIGTERM) running commands get `drain_seconds` to finish, then
+are stopped on their servers, so the process exits promptly instead of waiting for them.
+
+Plain threads and Django-free, except that each task closes its thread's database
+connections when it ends (the ORM opens them per thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from commands.exceptions import Busy
+
+logger = logging.getLogger(__name__)
+
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"
+
+
+# --- which process runs a command ----------------------------------------------------------
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat):
+    with the PID it names one process, even after the PID is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+_identity: tuple[int, str] | None = None
+
+
+def process_identity() -> str:
+    """'host:pid:start' of this process, recorded on every row it runs (fork-safe)."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}")
+    return _identity[1]
+
+
+def process_alive(identity: str) -> bool | None:
+    """Whether the process named by identity still runs: None when it cannot be told here
+    (another host, or a row written before rows named their process)."""
+    host, _, rest = identity.partition(":")
+    pid_text, _, ticks = rest.partition(":")
+    if not identity or host != socket.gethostname() or not pid_text.isdecimal():
+        return None
+    return _start_ticks(int(pid_text)) == ticks
+
+
+def channel_name_for(identity: str) -> str:
+    """The channel-layer channel a runner process listens on for cancel requests."""
+    safe = "".join(char if char.isalnum() or char in "-_." else "." for char in identity)
+    return f"homelab.runner.{safe}"[:99]
+
+
+# --- the executor ------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One execution running in this process."""
+
+    execution_id: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""  # why stop was set: CANCELLED or INTERRUPTED
+    future: Future | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+
+class Runner:
+    """A bounded thread executor for SSH work, with a registry of what is running."""
+
+    def __init__(self, *, max_running: int, busy_wait: float, drain_seconds: float) -> None:
+        self.max_running = max_running
+        self.busy_wait = busy_wait
+        self.drain_seconds = drain_seconds
+        self._slots = threading.BoundedSemaphore(max_running)
+        self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="homelab-run")
+        self._runs: dict[int, Run] = {}
+        self._lock = threading.Condition()
+        self._closing = False
+
+    def reserve(self) -> None:
+        """Take a slot, waiting up to busy_wait seconds; Busy (503) when none frees."""
+        if self._closing or not self._slots.acquire(timeout=self.busy_wait):
+            raise Busy(
+                f"All {self.max_running} runner slots of this process are busy "
+                f"(HOMELAB_MAX_RUNNING); nothing was run, try again shortly."
+            )
+
+    def release(self) -> None:
+        """Give back a slot reserved with reserve() that was not used by submit()."""
+        self._slots.release()
+
+    def submit(self, execution_id: int, work: Callable[[Run], Any]) -> Run:
+        """Run work(run) on the executor in the slot reserve() took."""
+        run = Run(execution_id)
+        with self._lock:
+            self._runs[execution_id] = run
+        try:
+            run.future = self._pool.submit(self._task, run, work)
+        except BaseException:
+            self._done(run)
+            raise
+        return run
+
+    def _task(self, run: Run, work: Callable[[Run], Any]) -> Any:
+        try:
+            return work(run)
+        finally:
+            self._done(run)
+            _close_db_connections()
+
+    def _done(self, run: Run) -> None:
+        with self._lock:
+            self._runs.pop(run.execution_id, None)
+            self._lock.notify_all()
+        self._slots.release()
+
+    def stop(self, execution_id: int, reason: str) -> bool:
+        """Ask a run of this process to stop; False if it does not run here."""
+        with self._lock:
+            run = self._runs.get(execution_id)
+        if run is None:
+            return False
+        run.request_stop(reason)
+        return True
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return list(self._runs)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing runs; False if something still does after timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._runs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def shutdown(self, *, drain_seconds: float | None = None, grace: float = 4.0) -> None:
+        """Refuse new work, let running commands drain, then stop the rest on their servers.
+
+        `grace` bounds the wait for stopped runs to record themselves `interrupted`.
+        """
+        self._closing = True
+        drain = self.drain_seconds if drain_seconds is None else drain_seconds
+        if self.running() and drain > 0:
+            logger.info("waiting up to %gs for %d running command(s)", drain, len(self.running()))
+            self.wait_idle(drain)
+        left = self.running()
+        if left:
+            logger.warning("stopping %d running command(s): shutting down", len(left))
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.request_stop(INTERRUPTED)
+        if not self.wait_idle(grace):
+            logger.error("commands still running after shutdown: %s", self.running())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_db_connections() -> None:
+    # Threads are reused: never leave a connection open (or idle in a transaction) between
+    # tasks. Imported here so this module stays importable without Django set up.
+    from django.db import connections
+
+    connections.close_all()
+
+
+_runner: Runner | None = None
+_runner_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def get_runner(**options: Any) -> Runner:
+    """The process-wide runner, created on first use with options (see settings)."""
+    global _runner, _exit_hook_installed
+    with _runner_lock:
+        if _runner is None:
+            _runner = Runner(**options)
+            if not _exit_hook_installed:
+                _install_exit_hook()
+                _exit_hook_installed = True
+        return _runner
+
+
+def current_runner() -> Runner | None:
+    return _runner
+
+
+def reset_runner(*, grace: float = 10.0) -> None:
+    """Stop the process-wide runner (tests); the next get_runner() starts afresh."""
+    global _runner
+    with _runner_lock:
+        runner, _runner = _runner, None
+    if runner is not None:
+        runner.shutdown(drain_seconds=0, grace=grace)
+
+
+def _at_exit() -> None:
+    runner = current_runner()
+    if runner is not None and runner.running():
+        runner.shutdown()
+
+
+def _install_exit_hook() -> None:
+    # Python joins every ThreadPoolExecutor's threads at exit (the hook
+    # concurrent.futures registers with threading._register_atexit), so a running command
+    # would hold Ctrl-C until it ended. These hooks run in reverse order of registration:
+    # ours, registered later, runs first and stops the commands, then the join is quick.
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover (CPython 3.9+ has it)
+        import atexit
+
+        atexit.register(_at_exit)
+    else:
+        register(_at_exit)

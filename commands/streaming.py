@@ -1,0 +1,245 @@
+"""The stream of one execution: publishing its output, following it, tickets and who may watch.
+
+The consumer (consumers.py) stays thin: it authenticates with `authorize`, then hands the
+socket to `follow`, which replays the frame log from the start and then waits for more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from commands import live, ssh
+from commands.models import ApiKey, Execution
+
+TICKET_SECONDS = 60
+POLL_SECONDS = 2.0  # a subscriber re-checks the row this often when no frame arrives
+SNAPSHOT_EVERY = 0.25  # seconds between snapshots of the output so far (GET while running)
+
+# WebSocket close codes (RFC 6455 leaves 4000-4999 to applications).
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class LiveOutput:
+    """The on_output callback of one run: frames for the stream, a snapshot for GET.
+
+    Called from the runner thread with raw bytes per stream. The stream carries the first
+    `stream_limit` bytes of each stream, decoded incrementally, then one `truncated` frame;
+    the snapshot keeps the beginning and the end (`output_limit`), as the row will.
+    """
+
+    def __init__(self, execution_id: int, *, stream_limit: int, output_limit: int) -> None:
+        self.execution_id = execution_id
+        self.backend = live.backend()
+        self.stream_limit = stream_limit
+        self._sent = {"stdout": 0, "stderr": 0}
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in self._sent
+        }
+        self._cut: set[str] = set()
+        self._kept = {name: ssh.CappedOutput(output_limit) for name in self._sent}
+        self._snapshot_at = 0.0
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        frames = []
+        room = self.stream_limit - self._sent[stream]
+        if room > 0:
+            piece = data[:room]
+            self._sent[stream] += len(piece)
+            text = self._decoders[stream].decode(piece, final=len(data) >= room)
+            if text:
+                frames.append(live.frame("output", stream=stream, data=ssh.clean_text(text)))
+        if len(data) > room and stream not in self._cut:
+            self._cut.add(stream)
+            frames.append(live.frame("truncated", stream=stream))
+        self.backend.append(self.execution_id, frames)
+        self._kept[stream].feed(data)
+        now = time.monotonic()
+        if now - self._snapshot_at >= SNAPSHOT_EVERY:
+            self._snapshot_at = now
+            self.backend.set_snapshot(self.execution_id, self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        out, err = self._kept["stdout"], self._kept["stderr"]
+        return {
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_truncated": out.truncated,
+            "stderr_truncated": err.truncated,
+        }
+
+    def flush(self) -> None:
+        """Publish what the decoders still hold and the last snapshot (at the end of a run)."""
+        frames = []
+        for stream, decoder in self._decoders.items():
+            if stream not in self._cut and (text := decoder.decode(b"", final=True)):
+                frames.append(live.frame("output", stream=stream, data=ssh.clean_text(text)))
+        self.backend.append(self.execution_id, frames)
+        self.backend.set_snapshot(self.execution_id, self.snapshot())
+
+
+def result_fields(execution: Execution) -> dict[str, Any]:
+    """The result frame's fields: the synchronous 200 body, plus status and any error."""
+    return {
+        "execution_id": execution.pk,
+        "status": execution.status,
+        "exit_code": execution.exit_code,
+        "stdout": execution.stdout,
+        "stderr": execution.stderr,
+        "duration_ms": execution.duration_ms,
+        "stdout_truncated": execution.stdout_truncated,
+        "stderr_truncated": execution.stderr_truncated,
+        "error_code": execution.error_code,
+        "error_detail": execution.error_detail,
+    }
+
+
+def stored_frames(execution: Execution) -> list[str]:
+    """A finished execution whose live log is gone: its stored output, then the result."""
+    frames = []
+    for stream in ("stdout", "stderr"):
+        if text := getattr(execution, stream):
+            frames.append(live.frame("output", stream=stream, data=text))
+        if getattr(execution, f"{stream}_truncated"):
+            frames.append(live.frame("truncated", stream=stream))
+    frames.append(live.frame("result", **result_fields(execution)))
+    return frames
+
+
+async def follow(
+    execution_id: int, send: Callable[[str], Awaitable[None]], wake: asyncio.Event
+) -> None:
+    """Send every frame of the execution from the start, once, in order, ending with result."""
+    backend = live.backend()
+    cursor, idle = 0, False
+    while True:
+        wake.clear()  # before reading: a frame appended after the read sets it again
+        frames = await backend.aread(execution_id, cursor)
+        if frames:
+            for item in frames:
+                await send(item)
+                if item.startswith('{"type":"result"'):
+                    return
+            cursor, idle = cursor + len(frames), False
+            continue
+        if frames is None or idle:
+            # No log (expired, or the run is elsewhere and not started yet), or nothing for
+            # a while (its process may have died): the row says whether it is over.
+            row = await _load(execution_id)
+            if row is None:
+                return
+            if row.status != Execution.Status.RUNNING:
+                if await backend.aread(execution_id, cursor):
+                    continue  # the result is on its way through the log
+                await _send_all(send, stored_frames(row) if cursor == 0 else _result_only(row))
+                return
+        try:
+            await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+            idle = False
+        except TimeoutError:
+            idle = True
+
+
+def _result_only(execution: Execution) -> list[str]:
+    return [live.frame("result", **result_fields(execution))]
+
+
+async def _send_all(send: Callable[[str], Awaitable[None]], frames: list[str]) -> None:
+    for item in frames:
+        await send(item)
+
+
+@database_sync_to_async
+def _load(execution_id: int) -> Execution | None:
+    return Execution.objects.filter(pk=execution_id).first()
+
+
+# --- tickets --------------------------------------------------------------------------------
+def _ticket_key(ticket: str) -> str:
+    return "stream-ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_ticket(execution: Execution, *, api_key: ApiKey | None, user: Any) -> str:
+    """A random single-use ticket to stream this execution, valid TICKET_SECONDS; only its
+    hash is stored (in the cache shared by the workers)."""
+    ticket = secrets.token_urlsafe(32)
+    holder = {
+        "execution_id": execution.pk,
+        "api_key_id": api_key.pk if api_key else None,
+        "user_id": user.pk if user is not None and user.is_authenticated else None,
+    }
+    cache.set(_ticket_key(ticket), holder, TICKET_SECONDS)
+    return ticket
+
+
+def redeem_ticket(ticket: str) -> dict[str, Any] | None:
+    """The ticket's holder, once: the first redeemer deletes it, any later one gets None."""
+    key = _ticket_key(ticket)
+    holder = cache.get(key)
+    if holder is None or not cache.delete(key):
+        return None
+    return holder
+
+
+# --- who may watch ----------------------------------------------------------------------
+def _header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _same_origin(scope: dict) -> bool:
+    """A session cookie counts only from our own pages (no cross-site WebSocket hijacking)."""
+    origin = _header(scope, b"origin")
+    if not origin:
+        return True  # not a browser: a cookie there was put there on purpose
+    if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
+        return True
+    return urlsplit(origin).netloc == _header(scope, b"host")
+
+
+def _key_from_headers(scope: dict) -> str | None:
+    header = _header(scope, b"authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "api-key" else None
+    return _header(scope, b"x-api-key").strip() or None
+
+
+@database_sync_to_async
+def authorize(scope: dict, execution_id: str) -> int | None:
+    """None when the socket may follow the execution, else the close code to refuse with."""
+    from commands.authentication import check_key
+
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw_key = _key_from_headers(scope)
+    user = scope.get("user")
+    if "ticket" in query:
+        holder = redeem_ticket(query["ticket"][0])
+        if holder is None:
+            return CLOSE_NOT_AUTHENTICATED
+        allowed = str(holder["execution_id"]) == execution_id
+    elif raw_key is not None:
+        if check_key(raw_key) is None:
+            return CLOSE_NOT_AUTHENTICATED
+        allowed = True  # any valid key reads the audit trail (as GET executions/ does)
+    elif user is not None and user.is_authenticated and _same_origin(scope):
+        allowed = user.is_active and user.is_staff
+    else:
+        return CLOSE_NOT_AUTHENTICATED
+    if not execution_id.isdecimal() or not Execution.objects.filter(pk=execution_id).exists():
+        return CLOSE_NOT_FOUND
+    return None if allowed else CLOSE_FORBIDDEN
