@@ -42,13 +42,15 @@ def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> No
 
 @pytest.fixture(autouse=True)
 def fresh_process_state():
-    """No test sees another's throttle counts or pooled SSH connections."""
+    """No test sees another's throttle counts, runs, live logs or pooled SSH connections."""
     from django.core.cache import cache
 
-    from commands import ssh
+    from commands import live, runner, ssh
 
     cache.clear()
     yield
+    runner.reset_runner()  # stops what a test left running, before its sshd goes
+    live.reset_backend()
     ssh.close_all()
     cache.clear()
 

@@ -1,0 +1,142 @@
+"""`make run` stops cleanly on Ctrl-C while commands run, and a second instance started
+beside a running one leaves the running one's executions alone."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.live import ROOT, call, manage, set_up, start, wait_for_http
+from tests.sshd import free_port, processes_matching, signal_pids, terminate, wait_for
+
+
+@pytest.fixture
+def run_env(tmp_path, client_key):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}",
+        "HOMELAB_SSH_KEY_FILE": str(client_key),
+    }
+    env.pop("DJANGO_SECRET_KEY", None)  # make run brings its own local key
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def make_run(env: dict, log: Path) -> tuple[subprocess.Popen, int]:
+    """`make run` in a session of its own (as a terminal would run it), once it serves."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["make", "run", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    wait_for_http(f"http://127.0.0.1:{port}/api/schema/", timeout=120)
+    return proc, port
+
+
+class Served:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+
+
+def status_of(env: dict, execution_id: int) -> str:
+    db_path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(db_path) as db:
+        query = "SELECT status FROM commands_execution WHERE id = ?"
+        return db.execute(query, (execution_id,)).fetchone()[0]
+
+
+def manage_env(env: dict) -> dict:
+    return {**env, "DJANGO_SECRET_KEY": (ROOT / ".dev-secret-key").read_text().strip()}
+
+
+def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
+    run_env, sshd, client_key, tmp_path
+):
+    proc, port = make_run(run_env, tmp_path / "make-run.log")
+    marker = f"60.{random.randint(10**8, 10**9)}"
+    try:
+        key, server_id = set_up(manage_env(run_env), sshd, client_key)
+        execution_id = start(Served(port), key, server_id, f"sleep {marker}", "t_nap")
+        assert wait_for(lambda: processes_matching(marker), timeout=10)
+
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        sent = time.monotonic()
+        proc.wait(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        signal_pids(processes_matching(marker), signal.SIGKILL)
+        if proc.poll() is None:
+            terminate(proc, group=True)
+
+    assert took < 5, (took, (tmp_path / "make-run.log").read_text()[-3000:])
+    assert status_of(run_env, execution_id) == "interrupted"
+    assert not processes_matching(marker)  # nothing left running on the server
+
+
+def test_a_second_instance_leaves_the_running_ones_executions_alone(
+    run_env, sshd, client_key, tmp_path
+):
+    first, port = make_run(run_env, tmp_path / "first.log")
+    second = None
+    marker = f"4.{random.randint(10**8, 10**9)}"
+    try:
+        key, server_id = set_up(manage_env(run_env), sshd, client_key)
+        execution_id = start(Served(port), key, server_id, f"sleep {marker}", "t_nap")
+        assert wait_for(lambda: processes_matching(marker), timeout=10)
+
+        second, _ = make_run(run_env, tmp_path / "second.log")  # runs markinterrupted first
+        assert status_of(run_env, execution_id) == "running"
+        assert wait_for(lambda: status_of(run_env, execution_id) == "succeeded", timeout=15)
+        body = call("GET", f"http://127.0.0.1:{port}/api/v1/executions/{execution_id}/", key)[2]
+        assert body["exit_code"] == 0
+    finally:
+        signal_pids(processes_matching(marker), signal.SIGKILL)
+        for proc in (first, second):
+            if proc is not None:
+                terminate(proc, group=True, grace=15)
+
+
+def test_markinterrupted_closes_the_rows_of_a_process_that_is_gone(run_env, sshd, client_key):
+    env = {**run_env, "DJANGO_SECRET_KEY": "lifecycle-tests"}
+    set_up(env, sshd, client_key)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ours = subprocess.Popen(["sleep", "30"])
+    try:
+        rows = {}
+        code = (
+            "import django, sys; django.setup(); from commands.models import Execution; "
+            "from commands.runner import _start_ticks; import socket; "
+            "pid = int(sys.argv[1]); "
+            "r = Execution.objects.create(server_name='box', action_type='t', command='c', "
+            "runner=f'{socket.gethostname()}:{pid}:{_start_ticks(pid) or 1}'); print(r.pk)"
+        )
+        for name, pid in (("dead", dead.pid), ("alive", ours.pid)):
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(pid)],
+                cwd=ROOT,
+                env={**env, "DJANGO_SETTINGS_MODULE": "homelab.settings"},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            rows[name] = int(out.strip().splitlines()[-1])
+        manage(env, "markinterrupted")
+        assert status_of(env, rows["dead"]) == "interrupted"
+        assert status_of(env, rows["alive"]) == "running"
+    finally:
+        terminate(ours)

@@ -1,0 +1,215 @@
+"""Live executions through the API in-process (Django's test client, a real sshd): wait=false,
+the bounded runner's 503, cancel rules, and the output a stream and a row keep."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from django.contrib.auth.models import Permission
+from rest_framework.test import APIClient
+
+from commands import live, runner, ssh
+from commands.models import ApiKey, Execution
+from commands.streaming import LiveOutput
+from tests.sshd import processes_matching, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)  # runner threads write the rows
+
+
+@pytest.fixture
+def server(sshd, make_server, make_rule):
+    make_rule("t_nap", "sleep {s}", timeout=60, s=r"^[0-9]{1,3}\.[0-9]{1,12}$")
+    make_rule("t_echo", "echo {word}", word="^[a-z]{1,10}$")
+    return make_server(sshd)
+
+
+def execute(client, server, command, action_type, **extra):
+    return client.post(
+        f"/api/v1/servers/{server.pk}/commands/execute",
+        {"command": command, "action_type": action_type, **extra},
+        format="json",
+    )
+
+
+def key_client(name: str) -> tuple[APIClient, ApiKey]:
+    key, raw = ApiKey.objects.create_key(name=name)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    return client, key
+
+
+def wait_until_finished(execution_id: int, timeout: float = 15) -> Execution:
+    wait_for(lambda: Execution.objects.get(pk=execution_id).status != "running", timeout=timeout)
+    return Execution.objects.get(pk=execution_id)
+
+
+def test_wait_false_answers_202_with_location_and_the_row_completes(api_client, server):
+    response = execute(api_client, server, "echo hi", "t_echo", wait=False)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "running"
+    assert response["Location"] == f"/api/v1/executions/{body['execution_id']}/"
+    assert body["stream"] == f"/ws/v1/executions/{body['execution_id']}/"
+    done = wait_until_finished(body["execution_id"])
+    assert (done.status, done.stdout, done.exit_code) == ("succeeded", "hi\n", 0)
+
+
+def test_wait_false_goes_through_the_same_whitelist_and_errors(api_client, server):
+    response = execute(api_client, server, "echo hi; reboot", "t_echo", wait=False)
+
+    assert response.status_code == 400
+    assert response.json()["code"] in {"invalid_parameter", "not_whitelisted"}
+    assert Execution.objects.get(pk=response.json()["execution_id"]).status == "rejected"
+
+
+def test_past_the_bound_a_request_gets_503_busy_with_retry_after(api_client, server, settings):
+    settings.HOMELAB_MAX_RUNNING = 1
+    settings.HOMELAB_BUSY_WAIT_SECONDS = 0
+    runner.reset_runner()
+    first = execute(api_client, server, "sleep 30.123456789", "t_nap", wait=False)
+    assert first.status_code == 202
+
+    refused = execute(api_client, server, "echo hi", "t_echo")
+
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "busy"
+    assert int(refused["Retry-After"]) >= 1
+    audit = Execution.objects.get(pk=refused.json()["execution_id"])
+    assert (audit.status, audit.error_code) == ("rejected", "busy")
+    cancelled = api_client.post(f"/api/v1/executions/{first.json()['execution_id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+
+
+def test_a_waiting_caller_whose_command_is_cancelled_gets_409_cancelled(api_client, server):
+    marker = "45.987654321"
+    answer = {}
+    caller = threading.Thread(
+        target=lambda: answer.update(r=execute(api_client, server, f"sleep {marker}", "t_nap"))
+    )
+    caller.start()
+    assert wait_for(lambda: processes_matching(marker), timeout=10)
+    running = Execution.objects.get(status="running")
+
+    cancel = api_client.post(f"/api/v1/executions/{running.pk}/cancel")
+    caller.join(timeout=10)
+
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+    body = answer["r"].json()
+    assert (answer["r"].status_code, body["code"]) == (409, "cancelled")
+    assert body["execution_id"] == running.pk
+    assert not processes_matching(marker)
+
+
+def test_only_the_starter_or_a_user_with_the_permission_may_cancel(
+    api_client, server, django_user_model
+):
+    started = execute(api_client, server, "sleep 30.555555", "t_nap", wait=False).json()
+    url = f"/api/v1/executions/{started['execution_id']}/cancel"
+    stranger, _ = key_client("stranger")
+    allowed_owner = django_user_model.objects.create_user("ops")
+    allowed_owner.user_permissions.add(Permission.objects.get(codename="execute_command"))
+    permitted, key = key_client("ops-key")
+    ApiKey.objects.filter(pk=key.pk).update(owner=allowed_owner)
+
+    refused = stranger.post(url)
+    accepted = permitted.post(url)
+
+    assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
+    assert accepted.status_code == 200 and accepted.json()["status"] == "cancelled"
+
+
+def test_cancelling_a_finished_execution_is_409_not_running(api_client, server):
+    done = execute(api_client, server, "echo hi", "t_echo").json()
+
+    response = api_client.post(f"/api/v1/executions/{done['execution_id']}/cancel")
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_running"
+
+
+def test_an_unknown_execution_cannot_be_cancelled_or_ticketed(api_client):
+    assert api_client.post("/api/v1/executions/99999/cancel").status_code == 404
+    assert api_client.post("/api/v1/executions/99999/stream-ticket").status_code == 404
+
+
+# --- the output a stream carries and a row keeps ------------------------------------------
+def frames_of(execution_id: int) -> list[str]:
+    return live.backend().read(execution_id, 0) or []
+
+
+def test_the_stream_stops_at_the_stream_limit_with_one_truncated_frame(db):
+    live.backend().start(7001, ttl=60)
+    output = LiveOutput(7001, stream_limit=10, output_limit=100)
+    output("stdout", "héllo ".encode())  # 7 bytes
+    output("stdout", b"world, and more")
+    output("stdout", b"still more")
+    output("stderr", b"err")
+    output.flush()
+
+    frames = [json.loads(f) for f in frames_of(7001)]
+    assert frames == [
+        {"type": "output", "stream": "stdout", "data": "héllo "},
+        {"type": "output", "stream": "stdout", "data": "wor"},
+        {"type": "truncated", "stream": "stdout"},
+        {"type": "output", "stream": "stderr", "data": "err"},
+    ]
+    assert output.snapshot()["stdout"] == "héllo world, and morestill more"
+
+
+def test_a_character_split_between_chunks_is_streamed_whole(db):
+    live.backend().start(7002, ttl=60)
+    output = LiveOutput(7002, stream_limit=100, output_limit=100)
+    output("stdout", b"\xe2\x82")
+    output("stdout", b"\xac!\x00")
+    output.flush()
+
+    data = "".join(json.loads(f)["data"] for f in frames_of(7002))
+    assert data == "€!\ufffd"  # and NUL, which PostgreSQL refuses, is U+FFFD
+
+
+def test_a_row_keeps_the_beginning_and_the_end_of_a_long_output():
+    capped = ssh.CappedOutput(10)
+    for chunk in (b"BEGIN", b"-middle-" * 1000, b"...END"):
+        capped.feed(chunk)
+
+    assert capped.truncated
+    assert capped.text() == "BEGIN\n[... 8001 bytes cut ...]\n..END"
+
+
+def test_output_within_the_limit_is_kept_whole():
+    capped = ssh.CappedOutput(10)
+    for chunk in (b"0123", b"4567", b"89"):
+        capped.feed(chunk)
+
+    assert (capped.truncated, capped.text()) == (False, "0123456789")
+
+
+def test_memory_stays_bounded_whatever_is_fed():
+    capped = ssh.CappedOutput(1024)
+    for _ in range(10_000):
+        capped.feed(b"x" * 4096)
+    assert len(capped._head) + len(capped._tail) == 1024
+    assert capped.total == 40_960_000
+
+
+def test_the_runner_bounds_concurrency_and_frees_slots():
+    bounded = runner.Runner(max_running=2, busy_wait=0, drain_seconds=0)
+    release = threading.Event()
+    bounded.reserve()
+    bounded.submit(1, lambda run: release.wait(5))
+    bounded.reserve()
+    bounded.submit(2, lambda run: release.wait(5))
+    with pytest.raises(Exception) as refused:
+        bounded.reserve()
+    assert refused.value.code == "busy"
+    release.set()
+    assert bounded.wait_idle(5)
+    bounded.reserve()  # a slot is free again
+    bounded.release()
+    started = time.monotonic()
+    bounded.shutdown(grace=1)
+    assert time.monotonic() - started < 1
