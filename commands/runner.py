@@ -99,6 +99,8 @@ class Runner:
         self._runs: dict[int, Run] = {}
         self._lock = threading.Condition()
         self._closing = False
+        # Called once a shutdown has stopped the runs, e.g. to close rows nobody recorded.
+        self.after_shutdown: Callable[[], None] | None = None
 
     def reserve(self) -> None:
         """Take a slot, waiting up to busy_wait seconds; Busy (503) when none frees."""
@@ -181,6 +183,11 @@ class Runner:
         if not self.wait_idle(grace):
             logger.error("commands still running after shutdown: %s", self.running())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.after_shutdown is not None and (left or runs):
+            try:
+                self.after_shutdown()
+            except Exception:
+                logger.exception("could not close the rows of the stopped commands")
 
 
 def _close_db_connections() -> None:
@@ -221,10 +228,15 @@ def reset_runner(*, grace: float = 10.0) -> None:
         runner.shutdown(drain_seconds=0, grace=grace)
 
 
-def _at_exit() -> None:
+def shutdown_current() -> None:
+    """Drain and stop this process's running commands (the server is shutting down)."""
     runner = current_runner()
     if runner is not None and runner.running():
         runner.shutdown()
+
+
+def _at_exit() -> None:
+    shutdown_current()
 
 
 def _install_exit_hook() -> None:

@@ -135,11 +135,22 @@ def runner() -> Runner:
         busy_wait=settings.HOMELAB_BUSY_WAIT_SECONDS,
         drain_seconds=settings.HOMELAB_DRAIN_SECONDS,
     )
+    created.after_shutdown = _close_own_rows
     # Cancels for this process's runs may come from other workers (Redis profile).
     live.backend().listen_for_cancels(
         process_identity(), lambda execution_id: created.stop(execution_id, CANCELLED)
     )
     return created
+
+
+def _close_own_rows(wait_seconds: float = 1.0) -> None:
+    """At exit: rows of this process still `running` were stopped with it. A caller thread
+    that waited for one records it itself (with its output); give it a moment first."""
+    own = Execution.objects.filter(runner=process_identity(), status=Status.RUNNING)
+    deadline = time.monotonic() + wait_seconds
+    while own.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    mark_interrupted(own)
 
 
 def execute_command(
@@ -184,10 +195,13 @@ def execute_command(
         execution.status = Status.RUNNING
         execution.runner = process_identity()
         execution.save()  # the audit row exists before SSH starts
-        live.backend().start(execution.pk, ttl=match.rule.timeout_seconds + 60)
     except BaseException:
         bounded.release()
         raise
+    try:
+        live.backend().start(execution.pk, ttl=match.rule.timeout_seconds + 60)
+    except Exception:  # the command still runs and is recorded; followers read the row
+        logger.warning("no live stream for execution %s: the live store failed", execution.pk)
     work = functools.partial(
         _run, execution=execution, target=target_for(server), match=match, record=not wait
     )

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,23 +69,49 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
 ):
     proc, port = make_run(run_env, tmp_path / "make-run.log")
     marker = f"60.{random.randint(10**8, 10**9)}"
+    waiting = f"61.{random.randint(10**8, 10**9)}"  # a synchronous caller waits for this one
+    answers = []
     try:
         key, server_id = set_up(manage_env(run_env), sshd, client_key)
         execution_id = start(Served(port), key, server_id, f"sleep {marker}", "t_nap")
+        url = f"http://127.0.0.1:{port}/api/v1/servers/{server_id}/commands/execute"
+        body = {"command": f"sleep {waiting}", "action_type": "t_nap"}
+        caller = threading.Thread(target=lambda: answers.append(sync_call(url, key, body)))
+        caller.start()
         assert wait_for(lambda: processes_matching(marker), timeout=10)
+        assert wait_for(lambda: processes_matching(waiting), timeout=10)
 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         sent = time.monotonic()
         proc.wait(timeout=15)
         took = time.monotonic() - sent
     finally:
-        signal_pids(processes_matching(marker), signal.SIGKILL)
+        signal_pids(processes_matching(marker) + processes_matching(waiting), signal.SIGKILL)
         if proc.poll() is None:
             terminate(proc, group=True)
+        caller.join(timeout=30)
 
     assert took < 5, (took, (tmp_path / "make-run.log").read_text()[-3000:])
     assert status_of(run_env, execution_id) == "interrupted"
-    assert not processes_matching(marker)  # nothing left running on the server
+    statuses = statuses_of(run_env)
+    assert statuses.count("interrupted") == 2 and "running" not in statuses, statuses
+    assert not processes_matching(marker) and not processes_matching(waiting)
+    # The waiting caller got a 503 `interrupted`, or saw the server go away mid-answer.
+    assert answers[0] in {(503, "interrupted"), "disconnected"}, answers
+
+
+def sync_call(url: str, key: str, body: dict):
+    try:
+        status, _, answer = call("POST", url, key, body)
+    except (OSError, ValueError):  # the server closed the connection as it stopped
+        return "disconnected"
+    return status, answer.get("code")
+
+
+def statuses_of(env: dict) -> list[str]:
+    db_path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(db_path) as db:
+        return [status for (status,) in db.execute("SELECT status FROM commands_execution")]
 
 
 def test_a_second_instance_leaves_the_running_ones_executions_alone(

@@ -167,11 +167,13 @@ def test_the_refusals_close_4401_4403_4404_before_any_output(stack, tmp_path):
     url = stream_url(server, execution_id)
 
     nobody = follow(url)
+    key_in_url = follow(f"{url}?api_key={key}")  # a long-lived key never counts in a URL
     bad_key = follow(url, key_headers("not-a-key"))
     missing = follow(stream_url(server, 987654), key_headers(key))
     not_a_number = follow(f"{server.ws}/ws/v1/executions/abc/", key_headers(key))
 
-    for got, code in ((nobody, 4401), (bad_key, 4401), (missing, 4404), (not_a_number, 4404)):
+    refusals = [(nobody, 4401), (key_in_url, 4401), (bad_key, 4401)]
+    for got, code in [*refusals, (missing, 4404), (not_a_number, 4404)]:
         assert (got.frames, got.close_code) == ([], code)
 
 
@@ -192,6 +194,7 @@ def test_a_ticket_streams_once_and_only_its_own_execution(stack):
     assert output_of(used.frames) == "one\n" and used.close_code == 1000
     assert (reused.frames, reused.close_code) == ([], 4401)
     assert (elsewhere.frames, elsewhere.close_code) == ([], 4403)
+    assert body["ticket"] not in server.log.read_text()  # tickets stay out of the access log
 
 
 def test_a_dropped_synchronous_client_does_not_stop_its_command(stack):
