@@ -1,10 +1,14 @@
 """Request and response shapes; drf-spectacular builds the schema from them."""
 
+import logging
+
 from rest_framework import serializers
 
-from commands import whitelist
+from commands import live, whitelist
 from commands.exceptions import NotWhitelisted
 from commands.models import AllowedCommand, Execution, Server
+
+logger = logging.getLogger(__name__)
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -102,7 +106,17 @@ class StreamTicketSerializer(serializers.Serializer):
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
-    """One audit row: who ran what where, and how it ended."""
+    """One audit row: who ran what where, and how it ended; while it runs, its output so
+    far (the beginning and the end, as the finished row will keep)."""
+
+    def to_representation(self, execution: Execution) -> dict:
+        data = super().to_representation(execution)
+        if execution.status == Execution.Status.RUNNING:
+            try:
+                data.update(live.backend().snapshot(execution.pk) or {})
+            except Exception:  # the live store is down: the row as stored still answers
+                logger.warning("no live output for execution %s", execution.pk)
+        return data
 
     class Meta:
         model = Execution

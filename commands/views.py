@@ -14,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import live, openapi, services, streaming
+from commands import openapi, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound
 from commands.handlers import describe
 from commands.models import AllowedCommand, ApiKey, Execution, Server
@@ -156,14 +156,6 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
                 since = timezone.make_aware(since, datetime.UTC)
             queryset = queryset.filter(created_at__gte=since)
         return queryset
-
-    def retrieve(self, request: Request, *args, **kwargs) -> Response:
-        """One audit row; while it runs, with its output so far."""
-        execution = self.get_object()
-        data = ExecutionSerializer(execution).data
-        if execution.status == Execution.Status.RUNNING:
-            data.update(live.backend().snapshot(execution.pk) or {})
-        return Response(data)
 
     @openapi.cancel_schema
     @action(detail=True, methods=["post"])

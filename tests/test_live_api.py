@@ -213,3 +213,30 @@ def test_the_runner_bounds_concurrency_and_frees_slots():
     started = time.monotonic()
     bounded.shutdown(grace=1)
     assert time.monotonic() - started < 1
+
+
+# --- who may watch: the session path (the key and ticket paths run against daphne) -------
+def authorize(user, execution_id: int, origin: bytes | None = b"http://127.0.0.1:8000"):
+    from asgiref.sync import async_to_sync
+
+    from commands.streaming import authorize as check
+
+    headers = [(b"host", b"127.0.0.1:8000")] + ([(b"origin", origin)] if origin else [])
+    scope = {"headers": headers, "user": user, "query_string": b""}
+    return async_to_sync(check)(scope, str(execution_id))
+
+
+def test_a_staff_session_may_watch_from_our_own_pages_only(admin_user):
+    execution = Execution.objects.create(server_name="nas", action_type="t", command="c")
+
+    assert authorize(admin_user, execution.pk) is None
+    assert authorize(admin_user, execution.pk, origin=None) is None  # not a browser
+    assert authorize(admin_user, execution.pk, origin=b"https://evil.example") == 4401
+    assert authorize(admin_user, 424242) == 4404
+
+
+def test_a_logged_in_user_who_is_not_staff_is_refused_4403(django_user_model):
+    user = django_user_model.objects.create_user("guest")
+    execution = Execution.objects.create(server_name="nas", action_type="t", command="c")
+
+    assert authorize(user, execution.pk) == 4403
