@@ -110,6 +110,28 @@ class Daphne:
             terminate(self.process)
 
 
+def make_run(env: dict, log: Path) -> tuple[subprocess.Popen, int]:
+    """`make run` on a free port, once it serves. In a session of its own, as a terminal
+    would run it, so the whole tree (make, daphne) is signalled and stopped by the
+    leader's PID (os.killpg / terminate(group=True))."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["make", "run", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api/schema/", timeout=120)
+    except BaseException:
+        terminate(proc, group=True)
+        raise
+    return proc, port
+
+
 def wait_for_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

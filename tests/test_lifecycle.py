@@ -11,12 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.live import ROOT, call, manage, set_up, start, wait_for_http
-from tests.sshd import free_port, processes_matching, signal_pids, terminate, wait_for
+from tests.live import ROOT, call, make_run, manage, set_up, start
+from tests.sshd import processes_matching, signal_pids, terminate, wait_for
 
 
 @pytest.fixture
@@ -29,22 +28,6 @@ def run_env(tmp_path, client_key):
     env.pop("DJANGO_SECRET_KEY", None)  # make run brings its own local key
     env.pop("REDIS_URL", None)
     return env
-
-
-def make_run(env: dict, log: Path) -> tuple[subprocess.Popen, int]:
-    """`make run` in a session of its own (as a terminal would run it), once it serves."""
-    port = free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            ["make", "run", f"PORT={port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
-    wait_for_http(f"http://127.0.0.1:{port}/api/schema/", timeout=120)
-    return proc, port
 
 
 class Served:

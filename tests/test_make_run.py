@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -11,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import free_port, processes_matching, signal_pids, terminate, wait_for
-from tests.test_production_profile import execute, manage, wait_for_http
+from tests.live import make_run, manage
+from tests.sshd import processes_matching, signal_pids, terminate, wait_for
+from tests.test_production_profile import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,21 +28,9 @@ def run_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(run_env):
     tmp_path, env = run_env
-    port = free_port()
-    log = (tmp_path / "make-run.log").open("wb")
-    # A session of its own so the whole tree (make, daphne) is stopped by the leader's PID.
-    proc = subprocess.Popen(
-        ["make", "run", f"PORT={port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, port = make_run(env, tmp_path / "make-run.log")
     try:
-        wait_for_http(f"{base}/api/schema/", timeout=120)
-        yield base, tmp_path / "make-run.log"
+        yield f"http://127.0.0.1:{port}", tmp_path / "make-run.log"
     finally:
         terminate(proc, group=True, grace=15)
 

@@ -7,25 +7,15 @@ across both workers: 50 concurrent requests with one key -> exactly 10 succeed.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.live import Daphne, call, manage
 from tests.services import postgres_url, redis_url
-from tests.sshd import free_port, terminate
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -56,75 +46,22 @@ def profile_env(database, client_key, tmp_path):
     }
 
 
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture
 def workers(profile_env, tmp_path):
     """Two daphne processes serving the app on free loopback ports; stopped by PID."""
-    procs, ports = [], []
-    for n in range(2):
-        port = free_port()
-        log = (tmp_path / f"daphne-{n}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "daphne"),
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "homelab.asgi:application",
-                ],
-                cwd=ROOT,
-                env=profile_env,
-                stdout=log,
-                stderr=log,
-            )
-        )
-        ports.append(port)
+    servers = [Daphne(env=profile_env, log=tmp_path / f"daphne-{n}.log") for n in range(2)]
     try:
-        for port in ports:
-            wait_for_http(f"http://127.0.0.1:{port}/api/schema/")
-        yield ports
+        for server in servers:
+            server.start()
+        yield [server.port for server in servers]
     finally:
-        for proc in procs:
-            terminate(proc)
-
-
-def wait_for_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+        for server in servers:
+            server.stop()
 
 
 def execute(port: int, key: str, server_id: int, command: str, action: str):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/servers/{server_id}/commands/execute",
-        data=json.dumps({"command": command, "action_type": action}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.headers, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, json.loads(error.read())
+    url = f"http://127.0.0.1:{port}/api/v1/servers/{server_id}/commands/execute"
+    return call("POST", url, key, {"command": command, "action_type": action})
 
 
 def test_two_workers_share_the_database_and_one_atomic_quota(profile_env, database, sshd, workers):
