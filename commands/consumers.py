@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from commands import live, streaming
+from commands import live, sockets, streaming
 
 
 class ExecutionStreamConsumer(AsyncWebsocketConsumer):
@@ -17,6 +19,7 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
     task: asyncio.Task | None = None
 
     async def connect(self) -> None:
+        """Refuse (4401/4403/4404) or start following; accept first either way."""
         # Accept first: a refusal is then a close code the client can read (4401/4403/4404),
         # where a refused handshake would only be an HTTP 403.
         await self.accept()
@@ -25,7 +28,10 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             await self.close(code=refusal)
             return
-        self.subscription = live.Subscription(int(execution_id), asyncio.get_running_loop())
+        await self.follow(int(execution_id))
+
+    async def follow(self, execution_id: int) -> None:
+        self.subscription = live.Subscription(execution_id, asyncio.get_running_loop())
         await live.backend().subscribe(self.subscription, self.channel_name)
         self.task = asyncio.create_task(self.stream())
 
@@ -54,3 +60,43 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
         if self.subscription is not None:
             with contextlib.suppress(Exception):
                 await live.backend().unsubscribe(self.subscription, self.channel_name)
+
+
+class ExecuteConsumer(ExecutionStreamConsumer):
+    """`ws/v1/servers/{id}/commands/execute`, for a one-connection client: the first text
+    frame is `{"command", "action_type"}`; then `{"type": "started", "execution_id"}` and the
+    same frames as ws/v1/executions/{id}/. A refusal is an `error` frame, then a close
+    with 4000 + the HTTP status the endpoint would answer (4400, 4429, 4503, ...)."""
+
+    caller: sockets.Caller | None = None
+    server = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        who, server = await self.identify(self.scope["url_route"]["kwargs"]["server"])
+        if who is None:
+            await self.close(code=streaming.CLOSE_NOT_AUTHENTICATED)
+        elif who.api_key is None and not who.user.is_staff:
+            await self.close(code=streaming.CLOSE_FORBIDDEN)
+        elif server is None:
+            await self.close(code=streaming.CLOSE_NOT_FOUND)
+        else:
+            self.caller, self.server = who, server
+
+    @database_sync_to_async
+    def identify(self, server_ref: str):
+        return sockets.identify(self.scope), sockets.find_server(server_ref)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.caller is None or self.subscription is not None:
+            return  # one command per connection; later frames are ignored
+        caller, self.caller = self.caller, None
+        started = await database_sync_to_async(sockets.start_execution)(
+            caller, self.server, text_data
+        )
+        if isinstance(started, sockets.Refusal):
+            await self.send(text_data=json.dumps(started.frame))
+            await self.close(code=started.close_code)
+            return
+        await self.send(text_data=live.frame("started", execution_id=started))
+        await self.follow(started)

@@ -9,4 +9,8 @@ websocket_urlpatterns = [
         r"^ws/v1/executions/(?P<execution_id>[^/]+)/?$",
         consumers.ExecutionStreamConsumer.as_asgi(),
     ),
+    re_path(
+        r"^ws/v1/servers/(?P<server>[^/]+)/commands/execute/?$",
+        consumers.ExecuteConsumer.as_asgi(),
+    ),
 ]

@@ -13,13 +13,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.core.cache import cache
 
-from commands import live, ssh
+from commands import live, sockets, ssh
 from commands.models import ApiKey, Execution
 
 TICKET_SECONDS = 60
@@ -194,52 +193,21 @@ def redeem_ticket(ticket: str) -> dict[str, Any] | None:
 
 
 # --- who may watch ----------------------------------------------------------------------
-def _header(scope: dict, name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def _same_origin(scope: dict) -> bool:
-    """A session cookie counts only from our own pages (no cross-site WebSocket hijacking)."""
-    origin = _header(scope, b"origin")
-    if not origin:
-        return True  # not a browser: a cookie there was put there on purpose
-    if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
-        return True
-    return urlsplit(origin).netloc == _header(scope, b"host")
-
-
-def _key_from_headers(scope: dict) -> str | None:
-    header = _header(scope, b"authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "api-key" else None
-    return _header(scope, b"x-api-key").strip() or None
-
-
 @database_sync_to_async
 def authorize(scope: dict, execution_id: str) -> int | None:
     """None when the socket may follow the execution, else the close code to refuse with."""
-    from commands.authentication import check_key
-
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    raw_key = _key_from_headers(scope)
-    user = scope.get("user")
     if "ticket" in query:
         holder = redeem_ticket(query["ticket"][0])
         if holder is None:
             return CLOSE_NOT_AUTHENTICATED
         allowed = str(holder["execution_id"]) == execution_id
-    elif raw_key is not None:
-        if check_key(raw_key) is None:
-            return CLOSE_NOT_AUTHENTICATED
-        allowed = True  # any valid key reads the audit trail (as GET executions/ does)
-    elif user is not None and user.is_authenticated and _same_origin(scope):
-        allowed = user.is_active and user.is_staff
     else:
-        return CLOSE_NOT_AUTHENTICATED
+        who = sockets.identify(scope)
+        if who is None:
+            return CLOSE_NOT_AUTHENTICATED
+        # Any valid key reads the audit trail, as GET executions/ does; a session, staff.
+        allowed = who.api_key is not None or who.user.is_staff
     if not execution_id.isdecimal() or not Execution.objects.filter(pk=execution_id).exists():
         return CLOSE_NOT_FOUND
     return None if allowed else CLOSE_FORBIDDEN

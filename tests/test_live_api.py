@@ -240,3 +240,21 @@ def test_a_logged_in_user_who_is_not_staff_is_refused_4403(django_user_model):
     execution = Execution.objects.create(server_name="nas", action_type="t", command="c")
 
     assert authorize(user, execution.pk) == 4403
+
+
+def test_the_one_connection_execute_shares_the_per_key_quota(server, api_key, monkeypatch):
+    from commands import sockets
+    from commands.throttling import ExecuteRateThrottle
+
+    monkeypatch.setattr(ExecuteRateThrottle, "THROTTLE_RATES", {"command-execute": "1/min"})
+    who = sockets.Caller(api_key[0], api_key[0].owner, "127.0.0.1")
+    message = json.dumps({"command": "echo hi", "action_type": "t_echo"})
+
+    first = sockets.start_execution(who, server, message)
+    second = sockets.start_execution(who, server, message)
+
+    assert isinstance(first, int)
+    assert isinstance(second, sockets.Refusal) and second.close_code == 4429
+    assert second.frame["code"] == "throttled" and second.frame["retry_after"] >= 1
+    assert Execution.objects.filter(status="rejected", error_code="throttled").count() == 1
+    assert wait_until_finished(first).status == "succeeded"

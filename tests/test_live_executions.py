@@ -6,6 +6,7 @@ dropped synchronous client, all on the embedded profile (one process, SQLite).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -229,3 +230,50 @@ def test_a_late_subscriber_to_a_long_output_gets_all_of_it(stack):
     assert text.startswith("started\n") and text.endswith("done\n")
     assert len(text) == len("started\n") + 300000 + len("done\n")
     assert got.frames[-1]["stdout_truncated"] is True  # the row keeps head and tail only
+
+
+# --- the one-connection client: ws/v1/servers/{id}/commands/execute ------------------------
+def run_over_socket(server: Daphne, server_id, message: dict | str, headers: dict):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    frames, code = [], None
+    url = f"{server.ws}/ws/v1/servers/{server_id}/commands/execute"
+    with connect(url, additional_headers=headers, open_timeout=10) as socket_:
+        try:
+            socket_.send(message if isinstance(message, str) else json.dumps(message))
+            while True:
+                frames.append(json.loads(socket_.recv(timeout=30)))
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+    return frames, code
+
+
+def test_one_connection_runs_a_command_and_streams_it(stack):
+    server, key, server_id, db_path = stack
+    message = {"command": COUNT, "action_type": "t_count"}
+
+    frames, code = run_over_socket(server, server_id, message, key_headers(key))
+
+    assert frames[0]["type"] == "started"
+    assert output_of(frames) == "1\n2\n3\n"
+    assert (frames[-1]["type"], frames[-1]["status"], code) == ("result", "succeeded", 1000)
+    audit = row(db_path, frames[0]["execution_id"])
+    assert (audit["status"], audit["api_key_name"]) == ("succeeded", "live-box")
+
+
+def test_one_connection_refusals_are_an_error_frame_then_4000_plus_the_status(stack):
+    server, key, server_id, db_path = stack
+
+    rejected, rejected_code = run_over_socket(
+        server, server_id, {"command": "echo a; reboot", "action_type": "t_echo"}, key_headers(key)
+    )
+    invalid, invalid_code = run_over_socket(server, server_id, "not json", key_headers(key))
+    nobody = run_over_socket(server, server_id, {}, {})
+    nowhere = run_over_socket(server, 987654, {}, key_headers(key))
+
+    assert rejected_code == 4400 and rejected[0]["type"] == "error"
+    assert rejected[0]["code"] in {"invalid_parameter", "not_whitelisted"}
+    assert row(db_path, rejected[0]["execution_id"])["status"] == "rejected"
+    assert (invalid_code, invalid[0]["code"]) == (4400, "invalid")
+    assert nobody == ([], 4401) and nowhere == ([], 4404)

@@ -1,0 +1,137 @@
+"""Who is on the other end of a WebSocket, and running a command from one.
+
+A socket is authenticated by the API-key headers of its handshake (scripts) or by the
+Django session (the admin, same origin only: a cookie sent by another site's page must not
+count). `start_execution` is the one-connection client's execute: the same validation,
+quota, whitelist and audit row as POST .../commands/execute with wait=false.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import exceptions
+
+from commands.authentication import check_key
+from commands.exceptions import HomelabError
+from commands.handlers import describe
+from commands.models import ApiKey, Server
+from commands.serializers import ExecuteRequestSerializer
+from commands.throttling import ExecuteRateThrottle
+
+
+@dataclass(frozen=True)
+class Caller:
+    api_key: ApiKey | None
+    user: Any
+    client_ip: str | None
+
+
+def header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def same_origin(scope: dict) -> bool:
+    """Whether a browser page of ours opened the socket (or no browser at all)."""
+    origin = header(scope, b"origin")
+    if not origin:
+        return True  # not a browser: a cookie there was put there on purpose
+    if origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", []):
+        return True
+    return urlsplit(origin).netloc == header(scope, b"host")
+
+
+def key_from_headers(scope: dict) -> str | None:
+    """The raw key of `Authorization: Api-Key <key>` or `X-API-Key: <key>`, as over HTTP."""
+    value = header(scope, b"authorization")
+    if value:
+        scheme, _, raw = value.partition(" ")
+        return raw.strip() if scheme.lower() == "api-key" else None
+    return header(scope, b"x-api-key").strip() or None
+
+
+def identify(scope: dict) -> Caller | None:
+    """The socket's caller by key or session (call from a thread); None: nobody valid."""
+    client = scope.get("client") or (None, None)
+    raw_key = key_from_headers(scope)
+    if raw_key is not None:
+        key = check_key(raw_key)
+        if key is None:
+            return None
+        return Caller(key, key.owner or AnonymousUser(), client[0])
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and user.is_active and same_origin(scope):
+        return Caller(None, user, client[0])
+    return None
+
+
+# --- execute over a socket ----------------------------------------------------------------
+CLOSE_FOR_STATUS = {400: 4400, 403: 4403, 404: 4404, 429: 4429, 503: 4503}
+
+
+@dataclass
+class Refusal:
+    """An error frame's fields and the close code (4000 + the HTTP status it mirrors)."""
+
+    close_code: int
+    frame: dict[str, Any]
+
+
+def refusal(status: int, code: str, detail: str, **extra: Any) -> Refusal:
+    close = CLOSE_FOR_STATUS.get(status, 4500)
+    return Refusal(close, {"type": "error", "code": code, "detail": detail, **extra})
+
+
+def find_server(server_ref: str) -> Server | None:
+    if not server_ref.isdecimal() or not server_ref.isascii():
+        return None
+    return Server.objects.filter(pk=int(server_ref)).first()
+
+
+def start_execution(who: Caller, server: Server, text: str | None) -> int | Refusal:
+    """Start `{"command", "action_type"}` (the first text frame) on server: the execution
+    id, or the refusal to send, audited like the HTTP endpoint's."""
+    from commands import services  # services -> streaming -> this module
+
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        data = None
+    caller = {"api_key": who.api_key, "user": who.user, "client_ip": who.client_ip}
+    body = ExecuteRequestSerializer(data=data if isinstance(data, dict) else {})
+    try:
+        body.is_valid(raise_exception=True)
+        _check_quota(who)
+    except (exceptions.APIException, HomelabError) as exc:
+        code, detail = describe(exc)
+        services.record_refusal(
+            server=server, server_ref=str(server.pk), data=data, code=code, detail=detail, **caller
+        )
+        extra = {"errors": exc.detail} if code == "invalid" else {}
+        if isinstance(exc, exceptions.Throttled):
+            extra["retry_after"] = int(exc.wait or 1)
+        return refusal(getattr(exc, "status_code", 400), code, detail, **extra)
+    fields = {**body.validated_data, "wait": False}
+    try:
+        execution = services.execute_command(server=server, **fields, **caller)
+    except HomelabError as exc:
+        return refusal(int(exc.status_code), exc.code, exc.detail, **exc.extra)
+    return execution.pk
+
+
+def _check_quota(who: Caller) -> None:
+    """The per-key quota of POST .../commands/execute, counted for this execution too."""
+    throttle = ExecuteRateThrottle()
+    request = SimpleNamespace(auth=who.api_key, user=who.user)
+    view = SimpleNamespace(throttle_scope="command-execute")
+    if not throttle.allow_request(request, view):
+        raise exceptions.Throttled(throttle.wait())
