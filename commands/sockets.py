@@ -75,7 +75,8 @@ def identify(scope: dict) -> Caller | None:
 
 
 # --- execute over a socket ----------------------------------------------------------------
-CLOSE_FOR_STATUS = {400: 4400, 403: 4403, 404: 4404, 429: 4429, 503: 4503}
+CLOSE_FOR_STATUS = {400: 4400, 403: 4403, 404: 4404, 413: 4413, 429: 4429, 503: 4503}
+MAX_MESSAGE = 64 * 1024  # a command is at most 1024 characters; JSON around it is small
 
 
 @dataclass
@@ -102,6 +103,8 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
     id, or the refusal to send, audited like the HTTP endpoint's."""
     from commands import services  # services -> streaming -> this module
 
+    if text is not None and len(text) > MAX_MESSAGE:
+        return refusal(413, "too_large", f"A message is at most {MAX_MESSAGE} characters.")
     try:
         data = json.loads(text or "")
     except ValueError:
