@@ -258,3 +258,13 @@ def test_the_one_connection_execute_shares_the_per_key_quota(server, api_key, mo
     assert second.frame["code"] == "throttled" and second.frame["retry_after"] >= 1
     assert Execution.objects.filter(status="rejected", error_code="throttled").count() == 1
     assert wait_until_finished(first).status == "succeeded"
+
+
+def test_an_oversized_first_frame_is_refused_before_parsing(server, api_key):
+    from commands import sockets
+
+    who = sockets.Caller(api_key[0], None, "127.0.0.1")
+
+    refused = sockets.start_execution(who, server, "x" * (sockets.MAX_MESSAGE + 1))
+
+    assert (refused.close_code, refused.frame["code"]) == (4413, "too_large")
