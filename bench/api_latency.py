@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from commands import ssh  # noqa: E402
+from tests.live import wait_for_http  # noqa: E402
 from tests.sshd import SSHDaemon, free_port, keygen, public_key, terminate  # noqa: E402
-from tests.test_production_profile import wait_for_http  # noqa: E402
 
 
 def manage(env: dict, *args: str) -> str:
