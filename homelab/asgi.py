@@ -42,3 +42,31 @@ def _stop_commands_when_daphne_stops() -> None:
 
 
 _stop_commands_when_daphne_stops()
+
+# How long a client may take to read what is queued for it, then answer our close frame.
+CLOSE_HANDSHAKE_SECONDS = 60
+
+
+def _let_slow_readers_finish() -> None:
+    """A stream ends with its result frame and a close frame. daphne's WebSocket library
+    (autobahn) aborts the TCP connection 1 s after that close unless the client has
+    answered it, throwing away what is still queued, result included: a client reading a
+    stream slower than it was produced lost its end (bench/stream.py, docs/performance.md).
+    daphne has no option for that timeout, so it is set where daphne sets the others."""
+    ws_protocol = sys.modules.get("daphne.ws_protocol")  # imported by daphne, if it runs us
+    if ws_protocol is None:
+        return
+    factory = ws_protocol.WebSocketFactory
+    original = factory.setProtocolOptions
+    if getattr(original, "homelab", False):
+        return
+
+    def set_protocol_options(self, *args, **kwargs):
+        kwargs.setdefault("closeHandshakeTimeout", CLOSE_HANDSHAKE_SECONDS)
+        return original(self, *args, **kwargs)
+
+    set_protocol_options.homelab = True
+    factory.setProtocolOptions = set_protocol_options
+
+
+_let_slow_readers_finish()

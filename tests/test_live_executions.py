@@ -277,3 +277,27 @@ def test_one_connection_refusals_are_an_error_frame_then_4000_plus_the_status(st
     assert row(db_path, rejected[0]["execution_id"])["status"] == "rejected"
     assert (invalid_code, invalid[0]["code"]) == (4400, "invalid")
     assert nobody == ([], 4401) and nowhere == ([], 4404)
+
+
+def test_a_slow_reader_still_gets_the_end_of_the_stream_and_close_1000(stack):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server, key, server_id, _ = stack
+    execution_id = start(server, key, server_id, NOISY, "t_noisy")
+    time.sleep(2)  # all 300 kB are queued for us before we read any of it
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect(("127.0.0.1", server.port))
+    frames, code = [], None
+    url = stream_url(server, execution_id)
+    with connect(url, sock=sock, additional_headers=key_headers(key), max_queue=1) as client:
+        try:
+            while True:
+                frames.append(json.loads(client.recv(timeout=30)))
+                time.sleep(0.25)  # reads far slower than loopback delivers
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+
+    assert len(output_of(frames)) == len("started\n") + 300000 + len("done\n")
+    assert (frames[-1]["type"], code) == ("result", 1000)
