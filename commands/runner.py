@@ -104,7 +104,9 @@ class Runner:
 
     def reserve(self) -> None:
         """Take a slot, waiting up to busy_wait seconds; Busy (503) when none frees."""
-        if self._closing or not self._slots.acquire(timeout=self.busy_wait):
+        if self._closing:
+            raise Busy("This process is shutting down; nothing was run, try again shortly.")
+        if not self._slots.acquire(timeout=self.busy_wait):
             raise Busy(
                 f"All {self.max_running} runner slots of this process are busy "
                 f"(HOMELAB_MAX_RUNNING); nothing was run, try again shortly."
@@ -235,8 +237,23 @@ def shutdown_current() -> None:
         runner.shutdown()
 
 
+EXIT_GRACE_SECONDS = 2.0
+
+
 def _at_exit() -> None:
     shutdown_current()
+    # Python now joins every worker thread. A request thread that was answering when the
+    # server's event loop stopped can wait for that loop forever (asgiref's AsyncToSync,
+    # seen with daphne): rather than hang on Ctrl-C, leave once the grace is over. The
+    # commands are stopped and their rows recorded by now.
+    threading.Thread(target=_exit_if_stuck, name="homelab-exit", daemon=True).start()
+
+
+def _exit_if_stuck() -> None:
+    time.sleep(EXIT_GRACE_SECONDS)
+    logger.warning("request threads still blocked %gs after shutdown; exiting", EXIT_GRACE_SECONDS)
+    logging.shutdown()
+    os._exit(0)
 
 
 def _install_exit_hook() -> None:
