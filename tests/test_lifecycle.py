@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.live import ROOT, call, make_run, manage, set_up, start
+from tests.live import ROOT, call, follow, key_headers, make_run, manage, set_up, start
 from tests.sshd import processes_matching, signal_pids, terminate, wait_for
 
 
@@ -53,7 +53,7 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
     proc, port = make_run(run_env, tmp_path / "make-run.log")
     marker = f"60.{random.randint(10**8, 10**9)}"
     waiting = f"61.{random.randint(10**8, 10**9)}"  # a synchronous caller waits for this one
-    answers = []
+    answers, streamed = [], []
     try:
         key, server_id = set_up(manage_env(run_env), sshd, client_key)
         execution_id = start(Served(port), key, server_id, f"sleep {marker}", "t_nap")
@@ -61,6 +61,15 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
         body = {"command": f"sleep {waiting}", "action_type": "t_nap"}
         caller = threading.Thread(target=lambda: answers.append(sync_call(url, key, body)))
         caller.start()
+        # A stream follower and a client polling the row are in flight too, as from a
+        # dashboard: none of them may hold the exit up.
+        stream = f"ws://127.0.0.1:{port}/ws/v1/executions/{execution_id}/"
+        follower = threading.Thread(target=lambda: streamed.append(quietly(follow, stream, key)))
+        follower.start()
+        probing = threading.Event()
+        row_url = f"http://127.0.0.1:{port}/api/v1/executions/{execution_id}/"
+        prober = threading.Thread(target=probe, args=(row_url, key, probing))
+        prober.start()
         assert wait_for(lambda: processes_matching(marker), timeout=10)
         assert wait_for(lambda: processes_matching(waiting), timeout=10)
 
@@ -73,6 +82,9 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
         if proc.poll() is None:
             terminate(proc, group=True)
         caller.join(timeout=30)
+        probing.set()
+        prober.join(timeout=30)
+        follower.join(timeout=30)
 
     assert took < 5, (took, (tmp_path / "make-run.log").read_text()[-3000:])
     assert status_of(run_env, execution_id) == "interrupted"
@@ -81,14 +93,28 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
     assert not processes_matching(marker) and not processes_matching(waiting)
     # The waiting caller got a 503 `interrupted`, or saw the server go away mid-answer.
     assert answers[0] in {(503, "interrupted"), "disconnected"}, answers
+    assert streamed[0] in {1000, None, "disconnected"}, streamed  # ended, not left hanging
 
 
-def sync_call(url: str, key: str, body: dict):
+def quietly(follow_stream, url: str, key: str):
     try:
-        status, _, answer = call("POST", url, key, body)
+        return follow_stream(url, key_headers(key), timeout=20).close_code
+    except OSError:
+        return "disconnected"
+
+
+def probe(url: str, key: str, done: threading.Event) -> None:
+    while not done.is_set():
+        sync_call(url, key, None, method="GET")
+        time.sleep(0.3)
+
+
+def sync_call(url: str, key: str, body: dict | None, method: str = "POST"):
+    try:
+        status, _, answer = call(method, url, key, body)
     except (OSError, ValueError):  # the server closed the connection as it stopped
         return "disconnected"
-    return status, answer.get("code")
+    return status, (answer or {}).get("code")
 
 
 def statuses_of(env: dict) -> list[str]:
