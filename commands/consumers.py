@@ -62,6 +62,10 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
                 await live.backend().unsubscribe(self.subscription, self.channel_name)
 
 
+FIRST_FRAME_SECONDS = 30
+TOO_SLOW = f"Send the command as the first frame within {FIRST_FRAME_SECONDS} s."
+
+
 class ExecuteConsumer(ExecutionStreamConsumer):
     """`ws/v1/servers/{id}/commands/execute`, for a one-connection client: the first text
     frame is `{"command", "action_type"}`; then `{"type": "started", "execution_id"}` and the
@@ -70,6 +74,7 @@ class ExecuteConsumer(ExecutionStreamConsumer):
 
     caller: sockets.Caller | None = None
     server = None
+    deadline: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -82,6 +87,16 @@ class ExecuteConsumer(ExecutionStreamConsumer):
             await self.close(code=streaming.CLOSE_NOT_FOUND)
         else:
             self.caller, self.server = who, server
+            self.deadline = asyncio.get_running_loop().call_later(
+                FIRST_FRAME_SECONDS, lambda: asyncio.ensure_future(self.give_up())
+            )
+
+    async def give_up(self) -> None:
+        """No command arrived in time: a connection is not held open for nothing."""
+        if self.caller is not None:
+            self.caller = None
+            await self.send(text_data=json.dumps(sockets.refusal(408, "timeout", TOO_SLOW).frame))
+            await self.close(code=4408)
 
     @database_sync_to_async
     def identify(self, server_ref: str):
@@ -91,7 +106,9 @@ class ExecuteConsumer(ExecutionStreamConsumer):
         if self.caller is None or self.subscription is not None:
             return  # one command per connection; later frames are ignored
         caller, self.caller = self.caller, None
-        started = await database_sync_to_async(sockets.start_execution)(
+        self.deadline.cancel()
+        # Not on the one thread all sockets share for the ORM: this may wait for a slot.
+        started = await database_sync_to_async(sockets.start_execution, thread_sensitive=False)(
             caller, self.server, text_data
         )
         if isinstance(started, sockets.Refusal):

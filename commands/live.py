@@ -86,7 +86,9 @@ class LocalBackend:
     def end(self, execution_id: int) -> None:
         with self._lock:
             self._snapshots.pop(execution_id, None)
-            self._ended[execution_id] = time.monotonic() + self.retention
+            now = time.monotonic()
+            self._expire(now)
+            self._ended[execution_id] = now + self.retention
 
     def set_snapshot(self, execution_id: int, fields: dict[str, Any]) -> None:
         with self._lock:
@@ -144,6 +146,8 @@ class Bridge:
 class RedisBackend:
     """The frame log in Redis; wake-ups and cancels through the channel layer."""
 
+    SNAPSHOT_SECONDS = 3600 + 60  # past the longest rule timeout (3600 s)
+
     def __init__(self, url: str, retention: float) -> None:
         import redis
 
@@ -196,7 +200,10 @@ class RedisBackend:
         pipe.execute()
 
     def set_snapshot(self, execution_id: int, fields: dict[str, Any]) -> None:
-        self.redis.set(self._key(execution_id, "snapshot"), json.dumps(fields), ex=3600 * 2)
+        # Deleted at the end; the expiry only matters if the runner dies mid-command.
+        self.redis.set(
+            self._key(execution_id, "snapshot"), json.dumps(fields), ex=self.SNAPSHOT_SECONDS
+        )
 
     def snapshot(self, execution_id: int) -> dict[str, Any] | None:
         raw = self.redis.get(self._key(execution_id, "snapshot"))

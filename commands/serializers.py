@@ -46,7 +46,7 @@ class ExecuteRequestSerializer(serializers.Serializer):
     )
     wait = serializers.BooleanField(
         default=True,
-        help_text="false: answer 202 as soon as the command has started, with the "
+        help_text="false: answer 202 once the command is handed to the runner, with the "
         "execution_id to follow (GET executions/{id}/ or the WebSocket "
         "ws/v1/executions/{id}/). true (the default): wait for the result.",
     )

@@ -27,6 +27,7 @@ from commands.exceptions import (
     HomelabError,
     NotRunning,
     ServerDisabled,
+    ServiceUnavailable,
     SSHError,
 )
 from commands.models import ApiKey, Execution, Server
@@ -165,10 +166,10 @@ def execute_command(
 ) -> Execution:
     """Run a whitelisted command; the returned row holds the result (any exit code).
 
-    With wait=False it returns as soon as the command has started (the row is `running`)
-    and the runner thread completes the row. Raises a `HomelabError` (rejection, busy,
-    timeout, SSH failure, cancel) whose `extra` carries the `execution_id` of the audit
-    row, and for a timeout or a cancel the partial output.
+    With wait=False it returns once the command is handed to the runner (the row is
+    `running`; SSH starts on the runner thread, which completes the row). Raises a
+    `HomelabError` (rejection, busy, timeout, SSH failure, cancel) whose `extra` carries
+    the `execution_id` of the audit row, and for a timeout or a cancel the partial output.
     """
     execution = new_execution(
         server=server,
@@ -312,8 +313,12 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
         raise NotRunning(
             f"Execution {execution.pk} is not running: the process that ran it stopped."
         )
-    else:
-        live.backend().send_cancel(execution.runner, execution.pk)
+    elif not live.backend().send_cancel(execution.runner, execution.pk):
+        raise ServiceUnavailable(
+            f"Execution {execution.pk} runs in another process ({execution.runner}), which "
+            "this one cannot reach without a shared channel layer: set REDIS_URL for every "
+            "worker, or cancel it through the process that runs it."
+        )
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         execution.refresh_from_db()

@@ -75,7 +75,7 @@ def identify(scope: dict) -> Caller | None:
 
 
 # --- execute over a socket ----------------------------------------------------------------
-CLOSE_FOR_STATUS = {400: 4400, 403: 4403, 404: 4404, 413: 4413, 429: 4429, 503: 4503}
+CLOSE_FOR_STATUS = {400: 4400, 403: 4403, 404: 4404, 408: 4408, 413: 4413, 429: 4429, 503: 4503}
 MAX_MESSAGE = 64 * 1024  # a command is at most 1024 characters; JSON around it is small
 
 
@@ -127,7 +127,10 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
     try:
         execution = services.execute_command(server=server, **fields, **caller)
     except HomelabError as exc:
-        return refusal(int(exc.status_code), exc.code, exc.detail, **exc.extra)
+        extra = dict(exc.extra)
+        if getattr(exc, "retry_after", None):
+            extra["retry_after"] = int(exc.retry_after)
+        return refusal(int(exc.status_code), exc.code, exc.detail, **extra)
     return execution.pk
 
 

@@ -208,6 +208,8 @@ def authorize(scope: dict, execution_id: str) -> int | None:
             return CLOSE_NOT_AUTHENTICATED
         # Any valid key reads the audit trail, as GET executions/ does; a session, staff.
         allowed = who.api_key is not None or who.user.is_staff
+    if not allowed:  # before the lookup: no telling whether the id exists
+        return CLOSE_FORBIDDEN
     if not execution_id.isdecimal() or not Execution.objects.filter(pk=execution_id).exists():
         return CLOSE_NOT_FOUND
-    return None if allowed else CLOSE_FORBIDDEN
+    return None

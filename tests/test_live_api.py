@@ -4,6 +4,7 @@ the bounded runner's 503, cancel rules, and the output a stream and a row keep."
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -268,3 +269,62 @@ def test_an_oversized_first_frame_is_refused_before_parsing(server, api_key):
     refused = sockets.start_execution(who, server, "x" * (sockets.MAX_MESSAGE + 1))
 
     assert (refused.close_code, refused.frame["code"]) == (4413, "too_large")
+
+
+def test_an_execute_socket_that_sends_nothing_is_closed_4408(server, api_key, monkeypatch):
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from commands import consumers
+    from homelab.asgi import application
+
+    monkeypatch.setattr(consumers, "FIRST_FRAME_SECONDS", 0.2)
+
+    async def silent_client():
+        socket = WebsocketCommunicator(
+            application,
+            f"/ws/v1/servers/{server.pk}/commands/execute",
+            headers=[(b"authorization", f"Api-Key {api_key[1]}".encode())],
+        )
+        connected, _ = await socket.connect()
+        frame = await socket.receive_json_from(timeout=5)
+        closed = await socket.receive_output(timeout=5)
+        await socket.disconnect()
+        return connected, frame, closed
+
+    connected, frame, closed = async_to_sync(silent_client)()
+
+    assert connected and (frame["type"], frame["code"]) == ("error", "timeout")
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4408)
+
+
+def test_a_run_in_another_process_out_of_reach_is_a_503_naming_the_fix(api_client, api_key):
+    import subprocess
+
+    from commands.runner import _start_ticks
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        runner_id = f"{socket.gethostname()}:{other.pid}:{_start_ticks(other.pid)}"
+        execution = Execution.objects.create(
+            server_name="nas", action_type="t", command="c", api_key=api_key[0], runner=runner_id
+        )
+        response = api_client.post(f"/api/v1/executions/{execution.pk}/cancel")
+    finally:
+        other.kill()
+        other.wait()
+
+    assert (response.status_code, response.json()["code"]) == (503, "unavailable")
+    assert "REDIS_URL" in response.json()["detail"]
+
+
+def test_a_run_whose_process_is_gone_is_closed_and_409(api_client, api_key):
+    gone = f"{socket.gethostname()}:999999999:1"  # no such PID on this host
+    execution = Execution.objects.create(
+        server_name="nas", action_type="t", command="c", api_key=api_key[0], runner=gone
+    )
+
+    response = api_client.post(f"/api/v1/executions/{execution.pk}/cancel")
+
+    assert (response.status_code, response.json()["code"]) == (409, "not_running")
+    assert Execution.objects.get(pk=execution.pk).status == "interrupted"

@@ -39,6 +39,7 @@ def stack(tmp_path_factory, client_key):
         "DATABASE_URL": f"sqlite:///{tmp / 'live.sqlite3'}",
         "DJANGO_SECRET_KEY": "live-tests-only",
         "HOMELAB_SSH_KEY_FILE": str(client_key),
+        "HOMELAB_EXECUTE_RATE": "1000/min",  # one key runs this whole module
     }
     env.pop("REDIS_URL", None)
     key, server_id = set_up(env, daemon, client_key)

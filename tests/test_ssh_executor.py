@@ -119,10 +119,11 @@ def test_invalid_utf8_becomes_replacement_characters(executor, target):
 
 
 def test_a_cut_through_a_character_drops_it_instead_of_garbling_it(executor, target):
-    # 9 bytes, 8 kept: "abc" + the euro sign's first byte, its last byte + "def".
+    # 9 bytes, 8 kept: "abc" + the euro sign's first byte, its last byte + "def"; the
+    # euro sign, split by the cut, is dropped and counted as cut.
     result = executor.execute(target, sh("printf 'abc€def'"), timeout=5, output_limit=8)
 
-    assert (result.stdout, result.stdout_truncated) == ("abc\n[... 1 bytes cut ...]\ndef", True)
+    assert (result.stdout, result.stdout_truncated) == ("abc\n[... 3 bytes cut ...]\ndef", True)
 
 
 # --- timeouts -----------------------------------------------------------------------------

@@ -43,7 +43,9 @@ READ_CHUNK = 64 * 1024
 STOP_POLL_SECONDS = 0.05  # how often a read loop with a stop event looks at it
 _PID_PREFIX = "homelab-pid:"
 _PID_LINE = re.compile(rb"homelab-pid:([0-9]{1,10})\n")
-_PID_SCAN_LIMIT = 4096  # a login shell that prints more than this first hides the PID
+# A login shell that prints more than this before our PID line (a chatty .bashrc) hides the
+# PID: its output is passed on as is, and a cancel can only close the connection.
+_PID_SCAN_LIMIT = 64 * 1024
 _MISSING_TIMEOUT = re.compile(r"\btimeout: (command )?not found")
 
 
@@ -117,7 +119,7 @@ class CappedOutput:
         tail = bytes(self._tail)
         while tail and tail[0] & 0xC0 == 0x80:  # continuation bytes of a cut character
             tail = tail[1:]
-        cut = self.total - len(self._head) - len(self._tail)
+        cut = self.total - len(head) - len(tail)
         middle = f"\n[... {cut} bytes cut ...]\n" if tail or cut else ""
         text = head.decode("utf-8", "replace") + middle + tail.decode("utf-8", "replace")
         return clean_text(text)
