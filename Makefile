@@ -47,6 +47,7 @@ bench: $(STAMP) sshd
 	$(BIN)/python bench/executor_latency.py
 	$(BIN)/python bench/executor_memory.py --megabytes 5
 	$(BIN)/python bench/api_latency.py --runs 100
+	$(BIN)/python bench/stream.py --lines 100 --each-megabytes 10
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -5,7 +5,8 @@
 Sets up the embedded profile (SQLite in a temporary folder, the in-process frame log, no
 REDIS_URL) with the project's management commands, starts a throwaway OpenSSH sshd on
 127.0.0.1 (bench_daemon) and serves homelab.asgi:application with daphne, DJANGO_DEBUG=0,
-on a free loopback port. Each part gets a daphne of its own (its settings, a clean RSS):
+on a free loopback port: one for latency and throughput, a fresh one (a clean RSS) for
+each memory variant:
 
   latency     a rule prints --lines lines, each the server's `date +%s.%N`, --gap seconds
               apart; the client subtracts each from time.time() when its frame arrives
@@ -39,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
 from bench.executor_latency import bench_daemon  # noqa: E402
@@ -47,6 +48,7 @@ from tests.live import Daphne, key_headers, manage, server_id_from, start  # noq
 
 MB = 1_000_000
 RSS_EVERY = 0.05  # seconds between RSS samples
+RECV_TIMEOUT = 120  # seconds without a frame before a client gives up
 
 
 def sh(script: str) -> str:
@@ -66,8 +68,8 @@ def bulk_rule(size: int) -> str:
 class Stack:
     """The sshd, the temporary database, an API key, one server and the bench's rules."""
 
-    def __init__(self, rules: dict[str, str]) -> None:
-        self.daemon, key_file, _ = bench_daemon()
+    def __init__(self) -> None:
+        self.daemon, self.key_file, _ = bench_daemon()
         self.work = Path(tempfile.mkdtemp(prefix="homelab-bench-stream-"))
         self.env = {
             **os.environ,
@@ -77,11 +79,15 @@ class Stack:
             "HOMELAB_EXECUTE_RATE": "1000/min",
         }
         self.env.pop("REDIS_URL", None)
+        self.key, self.server_id = "", 0
+
+    def set_up(self, rules: dict[str, str]) -> None:
+        """Through manage.py, as an admin would: the schema, a key, the server, the rules."""
         manage(self.env, "migrate", "--noinput")
         self.key = manage(self.env, "createapikey", "bench").strip().splitlines()[-1]
         out = manage(self.env, "addserver", "box", self.daemon.host, "--port",
                      str(self.daemon.port), "--user", self.daemon.username,
-                     "--key-file", str(key_file))  # fmt: skip
+                     "--key-file", str(self.key_file))  # fmt: skip
         manage(self.env, "trusthost", "box", "--yes")
         for action, template in rules.items():
             manage(self.env, "allowcommand", action, template, "--timeout", "600")
@@ -109,9 +115,24 @@ def follow(server: Daphne, key: str, execution_id: int, *, rcvbuf: int = 0) -> C
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
         sock.connect(("127.0.0.1", server.port))
     return connect(
-        url, sock=sock, additional_headers=key_headers(key), proxy=None, compression=None,
-        max_size=None, max_queue=2 if rcvbuf else 16, open_timeout=10,
-    )  # fmt: skip
+        url,
+        sock=sock,
+        additional_headers=key_headers(key),
+        proxy=None,  # loopback only, whatever the environment's proxy variables say
+        compression=None,  # daphne does not negotiate permessage-deflate anyway
+        max_size=None,
+        max_queue=2 if rcvbuf else 16,  # a slow reader leaves the backlog to the server
+        open_timeout=10,
+    )
+
+
+def messages(ws: ClientConnection) -> Iterator[str]:
+    """The frames of ws until the server closes it cleanly (TimeoutError if one is late)."""
+    while True:
+        try:
+            yield ws.recv(timeout=RECV_TIMEOUT)
+        except ConnectionClosedOK:
+            return
 
 
 def execute(server: Daphne, stack: Stack, action: str, command: str) -> int:
@@ -125,7 +146,7 @@ def latency_ms(server: Daphne, stack: Stack, command: str) -> list[float]:
     delays: list[float] = []
     pending = ""
     with follow(server, stack.key, execution_id) as ws:
-        for message in ws:
+        for message in messages(ws):
             now = time.time()
             frame = json.loads(message)
             if frame["type"] == "result":
@@ -150,7 +171,7 @@ def throughput(server: Daphne, stack: Stack, command: str, size: int) -> dict[st
     execution_id = execute(server, stack, "b_bulk", command)
     received = 0
     with follow(server, stack.key, execution_id) as ws:
-        for message in ws:
+        for message in messages(ws):
             if message.startswith('{"type":"output"'):
                 received += len(json.loads(message)["data"].encode())
             elif message.startswith('{"type":"result"'):
@@ -195,7 +216,7 @@ def read_all(ws: ClientConnection, kib_per_second: float) -> dict:
     when non-zero: the result (None if it never came), the bytes and the close code."""
     started, received, result, code = time.monotonic(), 0, None, None
     try:
-        for message in ws:
+        for message in messages(ws):
             if message.startswith('{"type":"result"'):
                 result = json.loads(message)
             received += len(message)
@@ -225,13 +246,15 @@ def memory(server: Daphne, stack: Stack, command: str, clients: int, slow_kib: f
     def client() -> None:
         try:
             execution_id = execute(server, stack, "b_each", command)
+            # A slow reader's small receive buffer keeps its backlog in daphne, as a client
+            # on a slow link would, rather than in this machine's socket buffers.
             rcvbuf = 16 * 1024 if slow_kib else 0
             with follow(server, stack.key, execution_id, rcvbuf=rcvbuf) as ws:
                 results.append(read_all(ws, slow_kib))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     sampler.start()
     try:
         for thread in threads:
@@ -271,9 +294,10 @@ def main() -> None:
         "b_each": bulk_rule(args.each_megabytes * MB),
     }
 
-    stack = Stack(rules)
+    stack = Stack()
     try:
-        with stack.serve("fast", HOMELAB_STREAM_LIMIT=str(2 * size)) as server:
+        stack.set_up(rules)
+        with stack.serve("bulk", HOMELAB_STREAM_LIMIT=str(2 * size)) as server:
             delays = latency_ms(server, stack, rules["b_lines"])
             runs = [throughput(server, stack, rules["b_bulk"], size) for _ in range(args.runs)]
             after_bulk = rss_mb(server.process.pid)
@@ -289,8 +313,13 @@ def main() -> None:
     report(args, delays, runs, after_bulk, memories)
 
 
-def report(args: argparse.Namespace, delays: list[float], runs: list[dict[str, float]],
-           after_bulk: float, memories: dict[str, tuple]) -> None:  # fmt: skip
+def report(
+    args: argparse.Namespace,
+    delays: list[float],
+    runs: list[dict[str, float]],
+    after_bulk: float,
+    memories: dict[str, tuple[float, float, list[dict]]],
+) -> None:
     median = statistics.median
     rates = ", ".join(f"{run['mb_s']:.1f}" for run in runs)
     cpu = {who: median(run[f"{who}_cpu"] for run in runs) for who in ("daphne", "client")}
@@ -317,8 +346,8 @@ def report(args: argparse.Namespace, delays: list[float], runs: list[dict[str, f
         rows.append((label, f"{growth:.1f}", "< 50", growth < 50))
         rows.append(("  RSS before / peak, MB", f"{before:.0f}/{peak:.0f}", "", None))
         whole = sum(r["result"] is not None and r["close"] == 1000 for r in results)
-        rows.append(("  clients given the result and close 1000", str(whole),
-                     str(args.clients), whole == args.clients))  # fmt: skip
+        label = "  clients given the result and close 1000"
+        rows.append((label, str(whole), str(args.clients), whole == args.clients))
     print(f"{'metric':58} {'measured':>9} {'goal':>7} {'met':>4}")
     for label, value, goal, met in rows:
         verdict = "" if met is None else ("yes" if met else "no")
