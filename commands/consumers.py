@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from commands import live, sockets, streaming
+
+logger = logging.getLogger(__name__)
 
 
 class ExecutionStreamConsumer(AsyncWebsocketConsumer):
@@ -36,9 +39,16 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
         self.task = asyncio.create_task(self.stream())
 
     async def stream(self) -> None:
-        await streaming.follow(
-            self.subscription.execution_id, self.send_text, self.subscription.event
-        )
+        try:
+            await streaming.follow(
+                self.subscription.execution_id, self.send_text, self.subscription.event
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. Redis or the database gone: say so, never go silent
+            logger.exception("stream of execution %s failed", self.subscription.execution_id)
+            await self.close(code=1011)
+            return
         await self.close(code=1000)
 
     async def send_text(self, text: str) -> None:
@@ -97,6 +107,11 @@ class ExecuteConsumer(ExecutionStreamConsumer):
             self.caller = None
             await self.send(text_data=json.dumps(sockets.refusal(408, "timeout", TOO_SLOW).frame))
             await self.close(code=4408)
+
+    async def disconnect(self, code: int) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        await super().disconnect(code)
 
     @database_sync_to_async
     def identify(self, server_ref: str):

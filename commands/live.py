@@ -36,7 +36,8 @@ def group_name(execution_id: int) -> str:
 
 
 def frame(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
+    # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"), ensure_ascii=False)
 
 
 class Subscription:

@@ -12,6 +12,7 @@ connections when it ends (the ORM opens them per thread).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -43,32 +44,49 @@ def _start_ticks(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace: PIDs only compare within one (containers)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return None
+
+
+def identity_of(pid: int) -> str:
+    """'host:pid-namespace:pid:start' naming process pid of this machine."""
+    host = socket.gethostname()[:64]
+    return f"{host}:{_pid_namespace() or 0}:{pid}:{_start_ticks(pid) or 0}"
+
+
 _identity: tuple[int, str] | None = None
 
 
 def process_identity() -> str:
-    """'host:pid:start' of this process, recorded on every row it runs (fork-safe)."""
+    """This process's identity, recorded on every row it runs (fork-safe)."""
     global _identity
     pid = os.getpid()
     if _identity is None or _identity[0] != pid:
-        _identity = (pid, f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}")
+        _identity = (pid, identity_of(pid))
     return _identity[1]
 
 
 def process_alive(identity: str) -> bool | None:
     """Whether the process named by identity still runs: None when it cannot be told here
-    (another host, or a row written before rows named their process)."""
-    host, _, rest = identity.partition(":")
-    pid_text, _, ticks = rest.partition(":")
-    if not identity or host != socket.gethostname() or not pid_text.isdecimal():
+    (another host or PID namespace, no /proc, or a row that names no process)."""
+    parts = identity.split(":")
+    namespace = _pid_namespace()
+    if len(parts) != 4 or namespace is None or not parts[2].isdecimal():
         return None
-    return _start_ticks(int(pid_text)) == ticks
+    host, their_namespace, pid, ticks = parts
+    if host != socket.gethostname()[:64] or their_namespace != namespace:
+        return None
+    return _start_ticks(int(pid)) == ticks
 
 
 def channel_name_for(identity: str) -> str:
     """The channel-layer channel a runner process listens on for cancel requests."""
-    safe = "".join(char if char.isalnum() or char in "-_." else "." for char in identity)
-    return f"homelab.runner.{safe}"[:99]
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return f"homelab.runner.{digest}"
 
 
 # --- the executor ------------------------------------------------------------------------
@@ -99,6 +117,7 @@ class Runner:
         self._runs: dict[int, Run] = {}
         self._lock = threading.Condition()
         self._closing = False
+        self._early_stops: dict[int, str] = {}
         # Called once a shutdown has stopped the runs, e.g. to close rows nobody recorded.
         self.after_shutdown: Callable[[], None] | None = None
 
@@ -117,10 +136,17 @@ class Runner:
         self._slots.release()
 
     def submit(self, execution_id: int, work: Callable[[Run], Any]) -> Run:
-        """Run work(run) on the executor in the slot reserve() took."""
+        """Run work(run) on the executor in the slot reserve() took (Busy, and the slot
+        given back, when a shutdown began meanwhile)."""
         run = Run(execution_id)
         with self._lock:
+            if self._closing:
+                self._slots.release()
+                raise Busy("This process is shutting down; nothing was run, try again shortly.")
             self._runs[execution_id] = run
+            early = self._early_stops.pop(execution_id, None)
+        if early:  # a cancel came between the row's save and this submit
+            run.request_stop(early)
         try:
             run.future = self._pool.submit(self._task, run, work)
         except BaseException:
@@ -142,11 +168,15 @@ class Runner:
         self._slots.release()
 
     def stop(self, execution_id: int, reason: str) -> bool:
-        """Ask a run of this process to stop; False if it does not run here."""
+        """Ask a run of this process to stop; False if it does not run here (yet: the
+        request is kept briefly, for a run whose row is saved but not yet submitted)."""
         with self._lock:
             run = self._runs.get(execution_id)
-        if run is None:
-            return False
+            if run is None:
+                self._early_stops[execution_id] = reason
+                while len(self._early_stops) > 1000:  # ids that never came: forget the oldest
+                    del self._early_stops[next(iter(self._early_stops))]
+                return False
         run.request_stop(reason)
         return True
 
@@ -230,8 +260,14 @@ def reset_runner(*, grace: float = 10.0) -> None:
         runner.shutdown(drain_seconds=0, grace=grace)
 
 
-def shutdown_current() -> None:
-    """Drain and stop this process's running commands (the server is shutting down)."""
+_server_stopping = threading.Event()
+
+
+def shutdown_current(*, server: bool = False) -> None:
+    """Drain and stop this process's running commands; server=True: the ASGI server
+    itself is stopping (Ctrl-C, SIGTERM), see _at_exit."""
+    if server:
+        _server_stopping.set()
     runner = current_runner()
     if runner is not None and runner.running():
         runner.shutdown()
@@ -242,11 +278,12 @@ EXIT_GRACE_SECONDS = 2.0
 
 def _at_exit() -> None:
     shutdown_current()
-    # Python now joins every worker thread. A request thread that was answering when the
-    # server's event loop stopped can wait for that loop forever (asgiref's AsyncToSync,
-    # seen with daphne): rather than hang on Ctrl-C, leave once the grace is over. The
-    # commands are stopped and their rows recorded by now.
-    threading.Thread(target=_exit_if_stuck, name="homelab-exit", daemon=True).start()
+    if _server_stopping.is_set():
+        # Python now joins every worker thread. A request thread that was answering when
+        # the server's event loop stopped can wait for that loop forever (asgiref's
+        # AsyncToSync, seen with daphne): rather than hang on Ctrl-C, leave once the
+        # grace is over. The commands are stopped and their rows recorded by now.
+        threading.Thread(target=_exit_if_stuck, name="homelab-exit", daemon=True).start()
 
 
 def _exit_if_stuck() -> None:

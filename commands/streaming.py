@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import hashlib
+import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +22,8 @@ from django.core.cache import cache
 
 from commands import live, sockets, ssh
 from commands.models import ApiKey, Execution
+
+logger = logging.getLogger(__name__)
 
 TICKET_SECONDS = 60
 POLL_SECONDS = 2.0  # a subscriber re-checks the row this often when no frame arrives
@@ -50,6 +54,8 @@ class LiveOutput:
         self._cut: set[str] = set()
         self._kept = {name: ssh.CappedOutput(output_limit) for name in self._sent}
         self._snapshot_at = 0.0
+        self._lock = threading.Lock()  # the runner thread feeds, a timer may snapshot
+        self._timer: threading.Timer | None = None
 
     def __call__(self, stream: str, data: bytes) -> None:
         frames = []
@@ -64,11 +70,28 @@ class LiveOutput:
             self._cut.add(stream)
             frames.append(live.frame("truncated", stream=stream))
         self.backend.append(self.execution_id, frames)
-        self._kept[stream].feed(data)
-        now = time.monotonic()
-        if now - self._snapshot_at >= SNAPSHOT_EVERY:
-            self._snapshot_at = now
-            self.backend.set_snapshot(self.execution_id, self.snapshot())
+        with self._lock:
+            self._kept[stream].feed(data)
+            due = self._snapshot_at + SNAPSHOT_EVERY - time.monotonic()
+            if due > 0:
+                # Output within the interval is snapshotted when it ends, not only when
+                # more output comes: a command may print and then be quiet for minutes.
+                if self._timer is None:
+                    self._timer = threading.Timer(due, self._publish_snapshot)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._snapshot_at = time.monotonic()
+            fields = self.snapshot()
+        try:
+            self.backend.set_snapshot(self.execution_id, fields)
+        except Exception:  # GET then shows an older snapshot; the row gets everything
+            logger.warning("could not publish the output so far of execution %s", self.execution_id)
 
     def snapshot(self) -> dict[str, Any]:
         out, err = self._kept["stdout"], self._kept["stderr"]
@@ -86,7 +109,10 @@ class LiveOutput:
             if stream not in self._cut and (text := decoder.decode(b"", final=True)):
                 frames.append(live.frame("output", stream=stream, data=ssh.clean_text(text)))
         self.backend.append(self.execution_id, frames)
-        self.backend.set_snapshot(self.execution_id, self.snapshot())
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+        self._publish_snapshot()
 
 
 def result_fields(execution: Execution) -> dict[str, Any]:

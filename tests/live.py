@@ -27,6 +27,11 @@ BIN = Path(sys.executable).parent
 
 COUNT = "sh -c 'for i in 1 2 3; do echo $i; sleep 1; done'"
 NOISY = "sh -c 'echo started; sleep 1; yes x | head -c 300000; echo done'"
+# 30 lines of 10,000 x (yes prints "x\n"), 0.1 s apart: still printing 1.5 s in.
+TRICKLE = (
+    'sh -c \'echo started; for i in $(seq 30); do yes x | head -c 20000 | tr -d "\\n"; '
+    "echo; sleep 0.1; done; echo done'"
+)
 
 
 def manage(env: dict, *args: str) -> str:
@@ -54,6 +59,7 @@ def set_up(env: dict, daemon, key_file: Path, name: str = "box") -> tuple[str, i
            r"s=^[0-9]{1,3}\.[0-9]{1,12}$", "--timeout", "120")  # fmt: skip
     manage(env, "allowcommand", "t_echo", "echo {word}", "--param", "word=^[a-z]{1,10}$")
     manage(env, "allowcommand", "t_noisy", NOISY)
+    manage(env, "allowcommand", "t_trickle", TRICKLE)
     server_id = server_id_from(out, name, env)
     return key, server_id
 

@@ -77,6 +77,7 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
         sent = time.monotonic()
         proc.wait(timeout=15)
         took = time.monotonic() - sent
+        left = processes_matching(marker) + processes_matching(waiting)  # before cleanup
     finally:
         signal_pids(processes_matching(marker) + processes_matching(waiting), signal.SIGKILL)
         if proc.poll() is None:
@@ -90,7 +91,7 @@ def test_ctrl_c_on_make_run_stops_running_commands_and_exits_within_5_s(
     assert status_of(run_env, execution_id) == "interrupted"
     statuses = statuses_of(run_env)
     assert statuses.count("interrupted") == 2 and "running" not in statuses, statuses
-    assert not processes_matching(marker) and not processes_matching(waiting)
+    assert left == []  # both commands were stopped on the server by the shutdown
     # The waiting caller got a 503 `interrupted`, or saw the server go away mid-answer.
     assert answers[0] in {(503, "interrupted"), "disconnected"}, answers
     assert streamed[0] in {1000, None, "disconnected"}, streamed  # ended, not left hanging
@@ -128,7 +129,7 @@ def test_a_second_instance_leaves_the_running_ones_executions_alone(
 ):
     first, port = make_run(run_env, tmp_path / "first.log")
     second = None
-    marker = f"4.{random.randint(10**8, 10**9)}"
+    marker = f"12.{random.randint(10**8, 10**9)}"  # outlives the second start-up
     try:
         key, server_id = set_up(manage_env(run_env), sshd, client_key)
         execution_id = start(Served(port), key, server_id, f"sleep {marker}", "t_nap")
@@ -136,7 +137,7 @@ def test_a_second_instance_leaves_the_running_ones_executions_alone(
 
         second, _ = make_run(run_env, tmp_path / "second.log")  # runs markinterrupted first
         assert status_of(run_env, execution_id) == "running"
-        assert wait_for(lambda: status_of(run_env, execution_id) == "succeeded", timeout=15)
+        assert wait_for(lambda: status_of(run_env, execution_id) == "succeeded", timeout=25)
         body = call("GET", f"http://127.0.0.1:{port}/api/v1/executions/{execution_id}/", key)[2]
         assert body["exit_code"] == 0
     finally:
@@ -156,10 +157,10 @@ def test_markinterrupted_closes_the_rows_of_a_process_that_is_gone(run_env, sshd
         rows = {}
         code = (
             "import django, sys; django.setup(); from commands.models import Execution; "
-            "from commands.runner import _start_ticks; import socket; "
+            "from commands.runner import identity_of; "
             "pid = int(sys.argv[1]); "
             "r = Execution.objects.create(server_name='box', action_type='t', command='c', "
-            "runner=f'{socket.gethostname()}:{pid}:{_start_ticks(pid) or 1}'); print(r.pk)"
+            "runner=identity_of(pid)); print(r.pk)"
         )
         for name, pid in (("dead", dead.pid), ("alive", ours.pid)):
             out = subprocess.run(

@@ -4,7 +4,6 @@ the bounded runner's 503, cancel rules, and the output a stream and a row keep."
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -301,11 +300,11 @@ def test_an_execute_socket_that_sends_nothing_is_closed_4408(server, api_key, mo
 def test_a_run_in_another_process_out_of_reach_is_a_503_naming_the_fix(api_client, api_key):
     import subprocess
 
-    from commands.runner import _start_ticks
+    from commands.runner import identity_of
 
     other = subprocess.Popen(["sleep", "30"])
     try:
-        runner_id = f"{socket.gethostname()}:{other.pid}:{_start_ticks(other.pid)}"
+        runner_id = identity_of(other.pid)
         execution = Execution.objects.create(
             server_name="nas", action_type="t", command="c", api_key=api_key[0], runner=runner_id
         )
@@ -319,7 +318,7 @@ def test_a_run_in_another_process_out_of_reach_is_a_503_naming_the_fix(api_clien
 
 
 def test_a_run_whose_process_is_gone_is_closed_and_409(api_client, api_key):
-    gone = f"{socket.gethostname()}:999999999:1"  # no such PID on this host
+    gone = runner.identity_of(999_999_999)  # no such PID on this host
     execution = Execution.objects.create(
         server_name="nas", action_type="t", command="c", api_key=api_key[0], runner=gone
     )

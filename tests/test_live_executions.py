@@ -18,6 +18,7 @@ import pytest
 from tests.live import (
     COUNT,
     NOISY,
+    TRICKLE,
     Daphne,
     call,
     follow,
@@ -163,7 +164,9 @@ def test_cancel_stops_the_remote_process_and_the_stream_says_cancelled(stack):
     assert (again, body["code"]) == (409, "not_running")
 
 
-def test_the_refusals_close_4401_4403_4404_before_any_output(stack, tmp_path):
+def test_the_refusals_close_4401_and_4404_before_any_output(stack, tmp_path):
+    # 4403 (a ticket for another execution) is in the ticket test below, and a session
+    # that is not staff in tests/test_live_api.py.
     server, key, server_id, _ = stack
     execution_id = start(server, key, server_id, "echo secret", "t_echo")
     url = stream_url(server, execution_id)
@@ -220,16 +223,15 @@ def test_a_dropped_synchronous_client_does_not_stop_its_command(stack):
     assert row(db_path, execution_id)["exit_code"] == 0
 
 
-def test_a_late_subscriber_to_a_long_output_gets_all_of_it(stack):
-    server, key, server_id, _ = stack
-    execution_id = start(server, key, server_id, NOISY, "t_noisy")
-    time.sleep(1.5)  # joins while the output pours out
+def test_a_subscriber_joining_mid_output_gets_all_of_it_once(stack):
+    server, key, server_id, db_path = stack
+    execution_id = start(server, key, server_id, TRICKLE, "t_trickle")
+    time.sleep(1.5)  # joins while the output still trickles out
+    assert row(db_path, execution_id)["status"] == "running"
 
     got = follow(stream_url(server, execution_id), key_headers(key))
 
-    text = output_of(got.frames)
-    assert text.startswith("started\n") and text.endswith("done\n")
-    assert len(text) == len("started\n") + 300000 + len("done\n")
+    assert output_of(got.frames) == "started\n" + ("x" * 10000 + "\n") * 30 + "done\n"
     assert got.frames[-1]["stdout_truncated"] is True  # the row keeps head and tail only
 
 

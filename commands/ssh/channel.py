@@ -149,7 +149,8 @@ class _Streams:
             self._scan += data
             match = _PID_LINE.search(self._scan)
             if match:
-                self.pid = int(match[1])
+                # 0 and 1 would make the kill signal the whole group or every process.
+                self.pid = int(match[1]) if int(match[1]) >= 2 else None
                 data = bytes(self._scan[: match.start()] + self._scan[match.end() :])
             elif len(self._scan) > _PID_SCAN_LIMIT:
                 data = bytes(self._scan)
@@ -206,6 +207,8 @@ def run_command(
     # Taken before the exec request: the server's `timeout` starts later, and later still
     # by SERVER_MARGIN_SECONDS, so this deadline passes first.
     deadline = time.monotonic() + timeout
+    if stop is not None and stop.is_set():  # stopped before it started: never start it
+        raise CommandStopped(_result(-1, streams, started))
     try:
         # The reply to the exec request is the server's, not the command's: a short
         # rule timeout must not turn a slow reply into a lost connection.
@@ -279,10 +282,14 @@ def _stopped(
 
 
 def _signal(transport: paramiko.Transport, pid: int, timeout: float) -> bool:
-    """Run the kill command for pid on a channel of its own; True once it was started."""
-    try:
-        chan = transport.open_session(timeout=timeout)
-    except (paramiko.SSHException, EOFError, OSError):
+    """Run the kill command for pid on a channel of its own; True once it was started.
+
+    The channel is one more session on the connection: when sshd's MaxSessions is reached
+    (many runs stopped at once, e.g. at shutdown) the open is refused, and retried until
+    kills on other channels free a slot, within `timeout`.
+    """
+    chan = _open_retrying(transport, time.monotonic() + timeout)
+    if chan is None:
         return False
     try:
         if not _send_exec(chan, _kill_command(pid), timeout):
@@ -293,6 +300,24 @@ def _signal(transport: paramiko.Transport, pid: int, timeout: float) -> bool:
         return False
     finally:
         chan.close()
+
+
+def _open_retrying(transport: paramiko.Transport, deadline: float) -> paramiko.Channel | None:
+    delay = 0.005
+    while transport.is_active():
+        try:
+            return transport.open_session(timeout=max(deadline - time.monotonic(), 0.001))
+        except paramiko.ChannelException:
+            pass  # refused: no free session slot yet
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            # paramiko's one saved exception per transport: a refusal can read like this.
+            if "Unable to open channel" not in str(exc):
+                return None
+        if time.monotonic() + delay > deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return None
 
 
 def _send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import fabric
 import paramiko
 
-from commands.exceptions import ConnectFailed, SSHError
+from commands.exceptions import CommandStopped, ConnectFailed, SSHError
 from commands.ssh.channel import CommandResult, run_command
 from commands.ssh.connect import SSHTarget, _connect, _where
 from commands.ssh.hostkeys import _pinned_key
@@ -105,7 +105,7 @@ class SSHPooledExecutor:
             raise ValueError("timeout must be > 0 and output_limit >= 0")
         _pinned_key(target)  # an unpinned server is refused before any network I/O
         started = time.monotonic()
-        pooled, chan = self._session(target)
+        pooled, chan = self._session(target, stop)
         try:
             return run_command(
                 chan,
@@ -137,7 +137,9 @@ class SSHPooledExecutor:
             pooled.close()
 
     # --- getting a session -----------------------------------------------------------------
-    def _session(self, target: SSHTarget) -> tuple[_Pooled, paramiko.Channel]:
+    def _session(
+        self, target: SSHTarget, stop: threading.Event | None = None
+    ) -> tuple[_Pooled, paramiko.Channel]:
         """A pooled connection with an open channel.
 
         A reused connection that cannot open a session (sshd restarted, peer frozen) is
@@ -145,7 +147,7 @@ class SSHPooledExecutor:
         has run yet, so trying again is safe. Bounded, as other threads may add connections.
         """
         for _ in range(self.max_connections_per_target + 2):
-            pooled = self._acquire(target)
+            pooled = self._acquire(target, stop)
             try:
                 reused = self._ensure_open(pooled)
                 return pooled, self._open_channel(pooled)
@@ -213,21 +215,25 @@ class SSHPooledExecutor:
             return False
 
     # --- the pool ------------------------------------------------------------------------------
-    def _acquire(self, target: SSHTarget) -> _Pooled:
+    def _acquire(self, target: SSHTarget, stop: threading.Event | None = None) -> _Pooled:
         """Reserve a session slot on a pooled connection, waiting while all are busy."""
         dead: list[_Pooled] = []
         try:
             with self._cond:
-                return self._reserve(target, dead)
+                return self._reserve(target, dead, stop)
         finally:
             for pooled in dead:  # closed outside the lock
                 pooled.close()
 
-    def _reserve(self, target: SSHTarget, dead: list[_Pooled]) -> _Pooled:
+    def _reserve(
+        self, target: SSHTarget, dead: list[_Pooled], stop: threading.Event | None = None
+    ) -> _Pooled:
         """_acquire with _cond held; connections found closed are evicted (unused: into dead)."""
         deadline = time.monotonic() + self.connect_timeout
         self._start_reaper()
         while True:
+            if stop is not None and stop.is_set():  # cancelled while queued: nothing ran
+                raise CommandStopped()
             if self._closed:
                 raise SSHError("the SSH executor is closed")
             conns = self._pool.setdefault(target, [])
@@ -251,7 +257,8 @@ class SSHPooledExecutor:
                     f"all SSH sessions to {_where(target)} stayed busy for "
                     f"{self.connect_timeout:g} s; nothing was run, try again later"
                 )
-            self._cond.wait(remaining)
+            # With a stop event, look at it now and then: _release does not know of it.
+            self._cond.wait(remaining if stop is None else min(remaining, 0.1))
 
     def _release(self, pooled: _Pooled) -> None:
         with self._cond:
