@@ -22,8 +22,16 @@ from commands.models import AllowedCommand, ApiKey, Execution, Server
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
-    list_display = ["name", "hostname", "port", "username", "enabled", "host_key_pinned"]
-    list_filter = ["enabled"]
+    list_display = [
+        "name",
+        "hostname",
+        "port",
+        "username",
+        "use_sudo",
+        "enabled",
+        "host_key_pinned",
+    ]
+    list_filter = ["enabled", "use_sudo"]
     search_fields = ["name", "hostname", "notes"]
 
     @admin.display(boolean=True, description="host key pinned")

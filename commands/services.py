@@ -7,13 +7,16 @@ audit row completed. No database transaction is held open across the SSH call.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from commands import live, ssh, whitelist
@@ -115,6 +118,16 @@ def executor() -> ssh.SSHPooledExecutor:
     )
 
 
+SUDO = ("sudo", "-n", "--")
+
+
+def sent_argv(server: Server, argv: list[str]) -> list[str]:
+    """The argv sent to server: the matched one, behind `sudo -n --` on a server that
+    uses sudo. -n makes sudo fail at once, with its own message on stderr, where it
+    would wait for a password; -- keeps it from reading the command as its options."""
+    return [*SUDO, *argv] if server.use_sudo else list(argv)
+
+
 def target_for(server: Server) -> ssh.SSHTarget:
     return ssh.SSHTarget(
         name=server.name,
@@ -192,7 +205,7 @@ def execute_command(
         raise
 
     try:
-        execution.argv = list(match.argv)
+        execution.argv = sent_argv(server, match.argv)  # exactly what the server runs
         execution.status = Status.RUNNING
         execution.runner = process_identity()
         execution.save()  # the audit row exists before SSH starts
@@ -203,14 +216,27 @@ def execute_command(
         live.backend().start(execution.pk, ttl=match.rule.timeout_seconds + 60)
     except Exception:  # the command still runs and is recorded; followers read the row
         logger.warning("no live stream for execution %s: the live store failed", execution.pk)
+    # The runner gets its own copy: with wait=False it completes the row while the
+    # caller still answers from this one.
     work = functools.partial(
-        _run, execution=execution, target=target_for(server), match=match, record=not wait
+        _run,
+        execution=copy.copy(execution),
+        target=target_for(server),
+        match=match,
+        record=not wait,
     )
-    run = bounded.submit(execution.pk, work)
+    try:
+        run = bounded.submit(execution.pk, work)
+    except Busy as exc:  # a shutdown began meanwhile
+        record_rejection(execution, code=exc.code, detail=exc.detail)
+        exc.extra["execution_id"] = execution.pk
+        raise
     if not wait:
         return execution
     # The caller's thread waits and completes the row: a client that goes away does not
-    # stop this thread, so the result is still recorded.
+    # stop this thread, so the result is still recorded. Its connection stays open while
+    # it waits (reconnecting costs ~2.4 ms a request, bench/api_latency.py); if a server
+    # or pgbouncer closed it meanwhile, complete() retries on a fresh one.
     return complete(execution, run.future.result())
 
 
@@ -241,7 +267,7 @@ def _run(
     try:
         result = executor().execute(
             target,
-            match.sent,
+            shlex.join(execution.argv),
             timeout=match.rule.timeout_seconds,
             output_limit=settings.HOMELAB_OUTPUT_LIMIT,
             on_output=output,
@@ -285,7 +311,12 @@ def complete(execution: Execution, outcome: Outcome) -> Execution:
         status = Status.ERROR
     else:
         status = Status.SUCCEEDED if outcome.result.exit_code == 0 else Status.FAILED
-    execution = finish(execution, status, outcome.result or outcome.partial, error=error)
+    try:
+        execution = _finish_once_more_if_needed(execution, status, outcome, error)
+    except Exception:
+        # The command ran and its result is in hand: answer and stream it all the same.
+        # The row stays `running` until markinterrupted closes it after a restart.
+        logger.error("could not record the end of execution %s in the database", execution.pk)
     try:
         backend = live.backend()
         backend.append(execution.pk, [live.frame("result", **result_fields(execution))])
@@ -298,6 +329,20 @@ def complete(execution: Execution, outcome: Outcome) -> Execution:
             error.extra.update(output_fields(outcome.partial))
         raise error
     return execution
+
+
+def _finish_once_more_if_needed(
+    execution: Execution, status: str, outcome: Outcome, error: HomelabError | None
+) -> Execution:
+    """finish(), retried once on a fresh connection (the old one may have been cut)."""
+    result = outcome.result or outcome.partial
+    try:
+        return finish(execution, status, result, error=error)
+    except DatabaseError:
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return finish(execution, status, result, error=error)
 
 
 def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Execution:
@@ -313,7 +358,7 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
         raise NotRunning(
             f"Execution {execution.pk} is not running: the process that ran it stopped."
         )
-    elif not live.backend().send_cancel(execution.runner, execution.pk):
+    elif not _send_cancel(execution):
         raise ServiceUnavailable(
             f"Execution {execution.pk} runs in another process ({execution.runner}), which "
             "this one cannot reach without a shared channel layer: set REDIS_URL for every "
@@ -326,6 +371,16 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
             break
         time.sleep(0.05)
     return execution
+
+
+def _send_cancel(execution: Execution) -> bool:
+    try:
+        return live.backend().send_cancel(execution.runner, execution.pk)
+    except Exception:
+        raise ServiceUnavailable(
+            "The channel layer (Redis, REDIS_URL) is not answering, so the cancel cannot "
+            "reach the process running the command; check that Redis is up."
+        ) from None
 
 
 def mark_interrupted(queryset) -> int:
