@@ -1,6 +1,7 @@
 """The rows homelab keeps: servers, the whitelist, API keys and the audit trail."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
@@ -10,13 +11,26 @@ def default_command_timeout() -> int:
     return settings.HOMELAB_COMMAND_TIMEOUT
 
 
+def validate_not_all_digits(value: str) -> None:
+    """A server name may stand where its id does in a URL, so it must never read as one."""
+    if value.isascii() and value.isdecimal():
+        raise ValidationError(
+            "A server name cannot be all digits: in a URL it would read as a server id. "
+            "Add a letter, e.g. srv-%(value)s.",
+            code="all_digits",
+            params={"value": value},
+        )
+
+
 class Server(models.Model):
     """A machine commands may be run on, reached over SSH with a pinned host key."""
 
     name = models.SlugField(
         max_length=64,
         unique=True,
-        help_text="Short unique name, used by the management commands (e.g. nas).",
+        validators=[validate_not_all_digits],
+        help_text="Short unique name (letters, digits, - and _; not only digits), used in "
+        "URLs in place of the id and by the management commands (e.g. nas).",
     )
     hostname = models.CharField(
         max_length=255,
@@ -31,6 +45,13 @@ class Server(models.Model):
         default="root",
         help_text="Remote user the commands run as.",
     )
+    use_sudo = models.BooleanField(
+        default=False,
+        verbose_name="use sudo",
+        help_text="Send every command as `sudo -n -- COMMAND` (for a user other than root). "
+        "The server's sudoers must let this user run the rules' programs without a "
+        "password; see docs/security.md.",
+    )
     key_file = models.CharField(
         max_length=1024,
         blank=True,
@@ -41,7 +62,7 @@ class Server(models.Model):
         blank=True,
         verbose_name="pinned host key",
         help_text='The server\'s public host key, "TYPE BASE64"; pin it with '
-        "`python manage.py trusthost NAME`.",
+        "`./manage.py trusthost NAME`.",
     )
     enabled = models.BooleanField(
         default=True,
@@ -62,6 +83,13 @@ class Server(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        # Validated on every save (admin, addserver, shell), like a whitelist rule: a name
+        # that is not a slug, or reads as an id, would make URLs ambiguous. Uniqueness is
+        # the database's constraint.
+        self.clean_fields()
+        super().save(*args, **kwargs)
 
     @property
     def address(self) -> str:

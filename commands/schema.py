@@ -13,7 +13,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "in": "header",
             "name": "Authorization",
             "description": 'Send "Api-Key <key>" (or the key alone in an X-API-Key header). '
-            "Create a key with `python manage.py createapikey NAME`.",
+            "Create a key with `./manage.py createapikey NAME`.",
         }
 
 

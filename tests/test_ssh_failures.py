@@ -102,7 +102,7 @@ def test_an_unpinned_server_is_refused_before_any_connection(executor, sshd, cli
 
     assert caught.value.detail == (
         f"host key for srv ({sshd.host}:{sshd.port}) is not pinned; run "
-        "`python manage.py trusthost srv` after checking the fingerprint"
+        "`./manage.py trusthost srv` after checking the fingerprint"
     )
     assert connections_seen(sshd) == before
 
@@ -119,7 +119,7 @@ def test_a_changed_host_key_is_refused_before_auth_and_nothing_runs(
 
     detail = caught.value.detail
     assert ssh.fingerprint(sshd.host_key) in detail and ssh.fingerprint(wrong_pin) in detail
-    assert "python manage.py trusthost srv" in detail
+    assert "`./manage.py trusthost srv`" in detail
     assert not touched.exists()
     assert sshd.accepted_connections() == 0
 

@@ -29,7 +29,7 @@ from commands.ssh.channel import (
     clean_text,
     run_command,
 )
-from commands.ssh.connect import SSHTarget
+from commands.ssh.connect import SSHTarget, check_private_key
 from commands.ssh.hostkeys import fetch_host_key, fingerprint, format_host_key, parse_host_key
 from commands.ssh.pool import SSHPooledExecutor, close_all, get_executor
 
@@ -49,6 +49,7 @@ __all__ = [
     "SSHError",
     "SSHPooledExecutor",
     "SSHTarget",
+    "check_private_key",
     "clean_text",
     "close_all",
     "fetch_host_key",

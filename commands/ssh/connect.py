@@ -52,6 +52,38 @@ def _client_key(target: SSHTarget) -> paramiko.PKey:
     raise AuthFailed(f"{detail}; {fix}") from None
 
 
+def check_private_key(path: str) -> None:
+    """Raise ValueError with the reason when path is not a private key homelab can use.
+
+    For the operator's own CLI (addserver): the reason never holds the key's content, and
+    the caller names the path.
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except IsADirectoryError:
+        raise ValueError("it is a directory, not a key file") from None
+    except PermissionError:
+        raise ValueError("this user may not read it (permission denied)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot open it ({exc.strerror or type(exc).__name__})") from None
+    try:
+        paramiko.PKey.from_path(path)
+    except (TypeError, paramiko.PasswordRequiredException):
+        # paramiko 5.1 raises TypeError (from cryptography) for an encrypted key.
+        raise ValueError(
+            "it is protected by a passphrase, which homelab cannot enter (it uses no SSH "
+            "agent); make a key without one: ssh-keygen -t ed25519 -f ~/.ssh/homelab_ed25519 -N ''"
+        ) from None
+    except Exception as exc:  # paramiko and cryptography raise many types for a bad file
+        raise ValueError(
+            f"it is not an SSH private key paramiko can read ({type(exc).__name__}); "
+            "give the private half, not the .pub file"
+        ) from None
+
+
 def _tcp_connect(host: str, port: int, timeout: float, where: str) -> socket.socket:
     """A TCP connection to host:port (`where` names it in errors), or ConnectFailed."""
     try:
@@ -124,7 +156,7 @@ def _connect(
 def _connect_error(
     target: SSHTarget, exc: BaseException, pinned: paramiko.PKey, timeout: float
 ) -> BaseException:
-    where, trust = _where(target), f"`python manage.py trusthost {target.name}`"
+    where, trust = _where(target), f"`./manage.py trusthost {target.name}`"
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostKeyMismatch(
             f"host key for {where} changed: the server presented {fingerprint(exc.key)} but "

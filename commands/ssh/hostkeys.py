@@ -72,12 +72,12 @@ def _pinned_key(target: SSHTarget) -> paramiko.PKey:
     if not target.host_key:
         raise HostKeyUnknown(
             f"host key for {_where(target)} is not pinned; run "
-            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+            f"`./manage.py trusthost {target.name}` after checking the fingerprint"
         )
     try:
         return parse_host_key(target.host_key)
     except ValueError as exc:
         raise HostKeyUnknown(
             f"the pinned host key for {_where(target)} is unusable ({exc}); run "
-            f"`python manage.py trusthost {target.name}` after checking the fingerprint"
+            f"`./manage.py trusthost {target.name}` after checking the fingerprint"
         ) from None

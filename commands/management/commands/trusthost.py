@@ -1,10 +1,40 @@
 """Pin a server's SSH host key after showing its fingerprint."""
 
+import sys
+
 from django.core.management.base import BaseCommand, CommandError
 
 from commands import ssh
 from commands.exceptions import SSHError
 from commands.models import Server
+
+
+def pin_host_key(
+    command: BaseCommand, server: Server, key: str, *, yes: bool, interactive: bool, how: str
+) -> None:
+    """Show key's fingerprint, then pin it for server: at once with `yes`, else after a
+    typed 'yes' on a terminal. CommandError (saying `how` to confirm) when not pinned."""
+    command.stdout.write(f"{server.name} ({server.address}) host key:")
+    command.stdout.write(f"  {key.split()[0]} {ssh.fingerprint(key)}")
+    if server.host_key and server.host_key.split()[:2] == key.split()[:2]:
+        command.stdout.write("Already pinned; nothing to do.")
+        return
+    if server.host_key:
+        command.stdout.write(
+            command.style.WARNING(f"This REPLACES the pinned {ssh.fingerprint(server.host_key)}.")
+        )
+    if not yes:
+        if not interactive or not sys.stdin.isatty():
+            raise CommandError(
+                "Not pinned: compare the fingerprint with `ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_ed25519_key.pub` run on the server, then {how}."
+            )
+        answer = input("Pin this key? Type 'yes' to confirm: ")
+        if answer.strip().lower() != "yes":
+            raise CommandError("Not pinned.")
+    server.host_key = key
+    server.save(update_fields=["host_key", "updated_at"])
+    command.stdout.write(command.style.SUCCESS(f"Pinned host key for {server.name}."))
 
 
 class Command(BaseCommand):
@@ -27,7 +57,9 @@ class Command(BaseCommand):
         try:
             server = Server.objects.get(name=name)
         except Server.DoesNotExist:
-            raise CommandError(f"No server named {name!r}; add it with addserver.") from None
+            raise CommandError(
+                f"No server named {name!r}; add it with `./manage.py addserver`."
+            ) from None
 
         if host_key:
             try:
@@ -39,28 +71,11 @@ class Command(BaseCommand):
                 key = ssh.fetch_host_key(server.hostname, server.port, timeout=timeout)
             except SSHError as exc:
                 raise CommandError(str(exc)) from None
-
-        self.stdout.write(f"{server.name} ({server.address}) host key:")
-        self.stdout.write(f"  {key.split()[0]} {ssh.fingerprint(key)}")
-        if server.host_key and server.host_key.split()[:2] == key.split()[:2]:
-            self.stdout.write("Already pinned; nothing to do.")
-            return
-        if server.host_key:
-            self.stdout.write(
-                self.style.WARNING(f"This REPLACES the pinned {ssh.fingerprint(server.host_key)}.")
-            )
-        if not yes:
-            if not options.get("interactive", True) or not self.stdin_is_tty():
-                raise CommandError("Not pinned: confirm with --yes when there is no terminal.")
-            answer = input("Pin this key? Type 'yes' to confirm: ")
-            if answer.strip().lower() != "yes":
-                raise CommandError("Not pinned.")
-        server.host_key = key
-        server.save(update_fields=["host_key", "updated_at"])
-        self.stdout.write(self.style.SUCCESS(f"Pinned host key for {server.name}."))
-
-    @staticmethod
-    def stdin_is_tty() -> bool:
-        import sys
-
-        return sys.stdin.isatty()
+        pin_host_key(
+            self,
+            server,
+            key,
+            yes=yes,
+            interactive=options.get("interactive", True),
+            how=f"run `./manage.py trusthost {server.name} --yes`",
+        )
