@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 
+from commands import clientip
 from commands.authentication import check_key
 from commands.exceptions import HomelabError
 from commands.handlers import describe
@@ -52,25 +53,24 @@ def same_origin(scope: dict) -> bool:
 
 def key_from_headers(scope: dict) -> str | None:
     """The raw key of `Authorization: Api-Key <key>` or `X-API-Key: <key>`, as over HTTP."""
-    value = header(scope, b"authorization")
-    if value:
-        scheme, _, raw = value.partition(" ")
-        return raw.strip() if scheme.lower() == "api-key" else None
+    scheme, _, raw = header(scope, b"authorization").strip().partition(" ")
+    if scheme.lower() == "api-key":
+        return raw.strip()
     return header(scope, b"x-api-key").strip() or None
 
 
 def identify(scope: dict) -> Caller | None:
     """The socket's caller by key or session (call from a thread); None: nobody valid."""
-    client = scope.get("client") or (None, None)
+    address = clientip.from_scope(scope)
     raw_key = key_from_headers(scope)
     if raw_key is not None:
         key = check_key(raw_key)
         if key is None:
             return None
-        return Caller(key, key.owner or AnonymousUser(), client[0])
+        return Caller(key, key.owner or AnonymousUser(), address)
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active and same_origin(scope):
-        return Caller(None, user, client[0])
+        return Caller(None, user, address)
     return None
 
 
@@ -93,9 +93,10 @@ def refusal(status: int, code: str, detail: str, **extra: Any) -> Refusal:
 
 
 def find_server(server_ref: str) -> Server | None:
-    if not server_ref.isdecimal() or not server_ref.isascii():
-        return None
-    return Server.objects.filter(pk=int(server_ref)).first()
+    """The server by id (all digits) or name, as in the HTTP URLs; None if there is none."""
+    if server_ref.isascii() and server_ref.isdecimal():
+        return Server.objects.filter(pk=int(server_ref)).first()
+    return Server.objects.filter(name=server_ref).first()
 
 
 def start_execution(who: Caller, server: Server, text: str | None) -> int | Refusal:

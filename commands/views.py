@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime
 
 from django.db.models import Q
-from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import openapi, services, streaming
-from commands.exceptions import HomelabError, ServerNotFound
+from commands import clientip, openapi, services, streaming
+from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
 from commands.handlers import describe
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.serializers import (
@@ -31,14 +31,28 @@ from commands.throttling import ExecuteRateThrottle
 
 
 def caller(request: Request) -> dict:
-    """Who is asking, for the audit row. REMOTE_ADDR only: X-Forwarded-For is forgeable."""
+    """Who is asking, for the audit row. X-Forwarded-For counts only from a trusted proxy."""
     return {
         "api_key": request.auth if isinstance(request.auth, ApiKey) else None,
         "user": request.user,
-        "client_ip": request.META.get("REMOTE_ADDR") or None,
+        "client_ip": clientip.from_meta(request.META),
     }
 
 
+# A server is named in a URL by its id or by its unique name (HomelabCmd uses names).
+SERVER_REF = OpenApiParameter(
+    "id", str, OpenApiParameter.PATH, description="The server's id, or its name (e.g. nas)."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[OpenApiParameter("name", str, description="Only the server with this name.")]
+    ),
+    retrieve=extend_schema(parameters=[SERVER_REF]),
+    commands=extend_schema(parameters=[SERVER_REF]),
+    execute=extend_schema(parameters=[SERVER_REF]),
+)
 class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     """Servers commands can be run on."""
 
@@ -46,11 +60,22 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ServerSerializer
     throttle_scope: str | None = None  # set per action (execute)
 
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list" and "name" in self.request.query_params:
+            queryset = queryset.filter(name=self.request.query_params["name"])
+        return queryset
+
     def get_object(self) -> Server:
-        try:
-            return super().get_object()
-        except Http404:
-            raise ServerNotFound(f"No server with id {self.kwargs.get('pk')!r}.") from None
+        """The server the URL names: all digits is its id, anything else its name (a name
+        is never all digits, see Server.name)."""
+        ref = str(self.kwargs.get("pk", ""))
+        lookup = {"pk": ref} if ref.isascii() and ref.isdecimal() else {"name": ref}
+        server = self.get_queryset().filter(**lookup).first()
+        if server is None:
+            raise ServerNotFound(f"No server with id or name {ref!r}.")
+        self.check_object_permissions(self.request, server)
+        return server
 
     def check_throttles(self, request: Request) -> None:
         # Only `execute` is throttled, and it checks the quota itself once it knows the
@@ -81,6 +106,9 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         url_path="commands/execute",
         throttle_classes=[ExecuteRateThrottle],
         throttle_scope="command-execute",
+        # JSON only: a form (curl -d without a Content-Type) is a 415 saying so, not
+        # "This field is required" for fields that are in the body.
+        parser_classes=[JSONParser],
     )
     def execute(self, request: Request, pk: str | None = None) -> Response:
         """Run one whitelisted command on this server and return its result."""
@@ -96,7 +124,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         execution = services.execute_command(
             server=server, **body.validated_data, **caller(request)
         )
-        if execution.status == Execution.Status.RUNNING:  # wait=false
+        if not body.validated_data["wait"]:
             started = ExecuteStartedSerializer(execution).data
             return Response(started, status=202, headers={"Location": started["url"]})
         return Response(ExecuteResultSerializer(execution).data)
@@ -177,7 +205,13 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         """A single-use, 60 s ticket to stream this execution from a browser WebSocket."""
         execution = self.get_object()
         who = caller(request)
-        ticket = streaming.issue_ticket(execution, api_key=who["api_key"], user=who["user"])
+        try:
+            ticket = streaming.issue_ticket(execution, api_key=who["api_key"], user=who["user"])
+        except Exception:
+            raise ServiceUnavailable(
+                "The ticket store (the cache; Redis when REDIS_URL is set) is not answering; "
+                "try again shortly."
+            ) from None
         body = {
             "ticket": ticket,
             "expires_in": streaming.TICKET_SECONDS,

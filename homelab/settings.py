@@ -5,9 +5,11 @@ variable when its value is bad, so a typo stops start-up instead of running with
 surprising default.
 """
 
+import ipaddress
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -60,8 +62,76 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_origins(name: str, *, wildcard_subdomains: bool = False) -> list[str]:
+    """Comma-separated origins, each `scheme://host[:port]` (e.g. http://localhost:5173).
+
+    A bare `*` is refused: every origin that may call the API is named. With
+    wildcard_subdomains (CSRF_TRUSTED_ORIGINS), `https://*.example.com` is allowed.
+    """
+    origins = env_list(name, "")
+    for origin in origins:
+        if origin == "*":
+            raise ImproperlyConfigured(
+                f"{name} may not be '*': list each origin allowed, comma-separated, "
+                "e.g. http://localhost:5173,https://app.example."
+            )
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        if wildcard_subdomains and host.startswith("*."):
+            host = host[2:]
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme not in ("http", "https")
+            or not host
+            or "*" in host
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or not port_ok
+        ):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port] with no "
+                "path or trailing slash, e.g. https://app.example."
+            )
+    return origins
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated IP addresses or CIDR networks (e.g. 127.0.0.1,10.0.0.0/8)."""
+    networks = []
+    for item in env_list(name, ""):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or CIDR network; "
+                "use e.g. 127.0.0.1 or 10.0.0.0/8."
+            ) from None
+    return networks
+
+
+def dev_secret_key(path: Path) -> str:
+    """The key `make run` generated into path (.dev-secret-key), or "" without the file."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{path} cannot be read ({exc.strerror}); set DJANGO_SECRET_KEY instead."
+        ) from None
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+# Unset, it is the key `make run` generated, so management commands run as the README and
+# the error hints print them. Set but empty is a mistake (an unfilled env file): refused.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY")
+if SECRET_KEY is None:
+    SECRET_KEY = dev_secret_key(BASE_DIR / ".dev-secret-key")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -80,6 +150,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
@@ -89,6 +160,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it answers CORS preflights itself, before authentication (a preflight never
+    # carries the API key) and before anything else can answer them.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -193,6 +267,39 @@ HOMELAB_STREAM_RETENTION_SECONDS = env_int(
     "HOMELAB_STREAM_RETENTION_SECONDS", 120, minimum=1, maximum=7 * 24 * 3600
 )
 
+# --- browsers and proxies in front (docs/deployment.md) ------------------------------
+# A browser app on another origin (e.g. a Vite dev server at http://localhost:5173) may
+# call the API when its origin is listed. Keys travel in headers, never cookies: no
+# credentials, so such a page can never ride on an admin's session.
+CORS_ALLOWED_ORIGINS = env_origins("HOMELAB_CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key")
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ("Retry-After", "Location")
+
+CSRF_TRUSTED_ORIGINS = env_origins("DJANGO_CSRF_TRUSTED_ORIGINS", wildcard_subdomains=True)
+SESSION_COOKIE_HTTPONLY = True
+SILENCED_SYSTEM_CHECKS: list[str] = []
+HOMELAB_BEHIND_TLS_PROXY = env_bool("HOMELAB_BEHIND_TLS_PROXY", False)
+if HOMELAB_BEHIND_TLS_PROXY:
+    # Trusting X-Forwarded-Proto is safe only because the proxy always sets it itself (the
+    # nginx snippet overwrites it) and daphne listens on loopback, reachable via the proxy.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    CSRF_COOKIE_HTTPONLY = True  # the admin reads the token from its forms, never the cookie
+    # No SECURE_SSL_REDIRECT: the proxy owns port 80 and redirects it to https. Django's
+    # redirect would only hit the plain-HTTP loopback calls (health checks, scripts on the
+    # host) that never pass through the proxy.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+SECURE_HSTS_SECONDS = env_int("HOMELAB_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HOMELAB_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("HOMELAB_HSTS_PRELOAD", False)
+# Peers whose X-Forwarded-For is believed for the audit row's client address
+# (commands/clientip.py); never for the quota, which is per API key.
+HOMELAB_TRUSTED_PROXIES = env_networks("HOMELAB_TRUSTED_PROXIES")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "commands.authentication.ApiKeyAuthentication",
@@ -229,8 +336,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
+    # as a WARNING by commands/handlers.py, not again as Django's "Internal Server Error".
+    "filters": {"skip_logged_errors": {"()": "commands.logfilters.SkipLoggedErrors"}},
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines
-    # carry the error code, so keep its noise (and anything it might echo) out.
-    "loggers": {"paramiko": {"level": "CRITICAL", "propagate": False}},
+    "loggers": {
+        # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines
+        # carry the error code, so keep its noise (and anything it might echo) out.
+        "paramiko": {"level": "CRITICAL", "propagate": False},
+        "django.request": {"filters": ["skip_logged_errors"]},
+    },
 }
