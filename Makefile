@@ -6,7 +6,7 @@ STAMP := $(VENV)/.requirements-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench migrate sshd clean
+.PHONY: run test lint format bench migrate manage sshd test-tools services clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "homelab needs Python 3.11"' \
@@ -29,10 +29,24 @@ run: migrate
 	echo "homelab on http://$(HOST):$(PORT)/  API docs: http://$(HOST):$(PORT)/api/docs  admin: http://$(HOST):$(PORT)/admin/" && \
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) homelab.asgi:application
 
+# `make manage ARGS="trusthost nas"`: ./manage.py with the local secret key, as `make run` has.
+manage: migrate
+	@DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)} ./manage.py $(ARGS)
+
 sshd:
 	@scripts/ensure-sshd
 
-test: $(STAMP) sshd
+# sudo and nginx, for the tests of the per-server sudo flag and of the documented proxy.
+test-tools:
+	@scripts/ensure-sudo
+	@scripts/ensure-nginx
+
+# PostgreSQL and Redis on loopback for the production-profile tests (installed and started
+# when missing; left alone when HOMELAB_TEST_POSTGRES_URL / HOMELAB_TEST_REDIS_URL point elsewhere).
+services:
+	@scripts/ensure-services
+
+test: $(STAMP) sshd test-tools services
 	DJANGO_SECRET_KEY=test-only-secret-key $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -44,10 +58,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP) sshd
+	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/executor_latency.py
 	$(BIN)/python bench/executor_memory.py --megabytes 5
 	$(BIN)/python bench/api_latency.py --runs 100
 	$(BIN)/python bench/stream.py --lines 100 --each-megabytes 10
+	$(BIN)/python bench/asgi_servers.py --runs 100
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

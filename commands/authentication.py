@@ -19,15 +19,26 @@ LAST_USED_GRAIN = timedelta(minutes=1)
 
 
 def key_from_request(request: Request) -> str | None:
-    """The raw key the client sent, or None when it sent none."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == KEYWORD.lower():
-            return value.strip()
-        return None
+    """The raw key the client sent, or None when it sent none. `Authorization: Api-Key`
+    comes first; X-API-Key counts beside any other Authorization header (a proxy's, say)."""
+    scheme, value = _authorization(request)
+    if scheme.lower() == KEYWORD.lower():
+        return value.strip()
     custom = request.META.get("HTTP_X_API_KEY", "").strip()
     return custom or None
+
+
+def _authorization(request: Request) -> tuple[str, str]:
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    return scheme, value
+
+
+def _wrong_scheme(request: Request) -> str | None:
+    """The scheme of an Authorization header that is not ours (`Bearer`, `Token`...)."""
+    scheme, _ = _authorization(request)
+    if not scheme or scheme.lower() == KEYWORD.lower():
+        return None
+    return scheme[:32]
 
 
 def authenticate_key(raw: str) -> ApiKey:
@@ -64,9 +75,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request):
         raw = key_from_request(request)
         if raw is None:
+            scheme = _wrong_scheme(request)
+            # A logged-in admin behind a proxy that adds its own Authorization (Basic)
+            # is still let through to session authentication.
+            if scheme is not None and not _session_user(request).is_authenticated:
+                raise exceptions.AuthenticationFailed(
+                    f"The {scheme!r} authorization scheme is not accepted; send the key as "
+                    "`Authorization: Api-Key <key>` or `X-API-Key: <key>`."
+                )
             return None
         key = authenticate_key(raw)
         return (key.owner or AnonymousUser(), key)
 
     def authenticate_header(self, request: Request) -> str:
         return KEYWORD
+
+
+def _session_user(request: Request):
+    """Who the session says is logged in (Django's AuthenticationMiddleware), if anyone."""
+    return getattr(request._request, "user", None) or AnonymousUser()

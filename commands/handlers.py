@@ -16,8 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from commands.exceptions import HomelabError
+from commands.logfilters import mark_logged
 
 logger = logging.getLogger(__name__)
+
+# SSH failures an admin fixes in the configuration (pin the host key, install our key,
+# start sshd): expected, so one WARNING line each, not Django's ERROR for a 500.
+EXPECTED_SSH_CODES = frozenset({"host_key_unknown", "ssh_auth_failed", "ssh_connect_failed"})
+
+JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json`."
 
 
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
@@ -37,6 +44,9 @@ def describe(exc: Exception) -> tuple[str, str]:
         return "invalid", str(exc.detail)
     if isinstance(exc, drf_exceptions.Throttled):
         return "throttled", str(exc.detail)
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        # e.g. curl -d without -H 'Content-Type: application/json' sends a form.
+        return exc.default_code, f"{exc.detail} {JSON_BODY}"
     if isinstance(exc, drf_exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code
@@ -48,6 +58,8 @@ def describe(exc: Exception) -> tuple[str, str]:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
     if isinstance(exc, HomelabError):
+        if exc.code in EXPECTED_SSH_CODES:
+            log_expected(exc, context)
         response = Response(
             error_body(exc.detail, exc.code, **exc.extra), status=int(exc.status_code)
         )
@@ -72,10 +84,37 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     code, detail = describe(exc)
     if isinstance(exc, drf_exceptions.ValidationError):
         detail, extra = "The request is invalid; see errors for each field.", {"errors": exc.detail}
+        if not_json(context.get("request")):
+            detail = f"{detail} {JSON_BODY}"
     else:
         extra = {}
     response.data = error_body(detail, code, **extra)
     return response
+
+
+def not_json(request: Any) -> bool:
+    """Whether request is a POST whose body was not declared JSON (e.g. sent empty)."""
+    if request is None or request.method != "POST":
+        return False
+    media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+    return media_type != "application/json"
+
+
+def log_expected(exc: HomelabError, context: dict[str, Any]) -> None:
+    """One WARNING line for an SSH failure the admin fixes, instead of Django's ERROR."""
+    from commands.models import Execution
+
+    execution_id = exc.extra.get("execution_id")
+    server = (
+        Execution.objects.filter(pk=execution_id).values_list("server_name", flat=True).first()
+        if execution_id is not None
+        else None
+    ) or getattr(context.get("view"), "kwargs", {}).get("pk", "?")
+    # The detail is what the client reads: it names the fix, never a key path.
+    logger.warning("%s on server %s (execution %s): %s", exc.code, server, execution_id, exc.detail)
+    request = context.get("request")
+    if request is not None:
+        mark_logged(request._request)
 
 
 def _api_or_page(status_code: int, code: str, detail: str, page_view):

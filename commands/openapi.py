@@ -73,6 +73,12 @@ execute_schema = extend_schema(
         error(403, "permission_denied", "You do not have permission to perform this action."),
         error(404, "server_not_found", "No server with id '99'."),
         error(
+            415,
+            "unsupported_media_type",
+            'Unsupported media type "application/x-www-form-urlencoded" in request. Send '
+            "the body as a JSON object with `Content-Type: application/json`.",
+        ),
+        error(
             408,
             "timeout",
             "The command ran past its 30 s timeout and was stopped on the server.",
@@ -114,7 +120,7 @@ execute_schema = extend_schema(
         error(
             500,
             "host_key_unknown",
-            "host key for nas (10.0.0.5:22) is not pinned; run `python manage.py trusthost "
+            "host key for nas (10.0.0.5:22) is not pinned; run `./manage.py trusthost "
             "nas` after checking the fingerprint",
             execution_id=47,
         ),
@@ -155,6 +161,11 @@ execute_schema = extend_schema(
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
         403: OpenApiResponse(ErrorSerializer, description="`permission_denied`."),
         404: OpenApiResponse(ErrorSerializer, description="`server_not_found`."),
+        415: OpenApiResponse(
+            ErrorSerializer,
+            description="`unsupported_media_type`: the body was not sent as "
+            "`Content-Type: application/json` (e.g. curl -d without -H).",
+        ),
         408: OpenApiResponse(
             ExecutionErrorSerializer,
             description="`timeout`: the command ran past its timeout; the remote process was "

@@ -2,6 +2,7 @@
 
 import logging
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from commands import live, whitelist
@@ -34,6 +35,9 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# "Execute": drf-spectacular adds "Request" to request bodies (COMPONENT_SPLIT_REQUEST),
+# so the schema names it ExecuteRequest, not ExecuteRequestRequest.
+@extend_schema_serializer(component_name="Execute")
 class ExecuteRequestSerializer(serializers.Serializer):
     command = serializers.CharField(
         max_length=whitelist.MAX_COMMAND_LENGTH,
@@ -43,6 +47,10 @@ class ExecuteRequestSerializer(serializers.Serializer):
     action_type = serializers.SlugField(
         max_length=64,
         help_text="The whitelist rule to match, e.g. restart_service.",
+        error_messages={
+            "required": "Name the whitelist rule to match, e.g. restart_service; "
+            "GET /api/v1/servers/{{id}}/commands/ lists the rules usable on a server."
+        },
     )
     wait = serializers.BooleanField(
         default=True,

@@ -15,9 +15,12 @@ Safety comes from how commands are handled, not from the admin writing good rege
 check_rule() also refuses, when a rule is saved, any pattern that can match an empty
 value, a value starting with '-', or one holding a newline, CR or NUL. It proves this
 from the parsed pattern (commands/patterns.py), so the admin finds a loose pattern then
-rather than never. Rules 1 to 4 do not depend on it.
+rather than never. Rules 1 to 4 do not depend on it. It also refuses shell operators and
+expansions (`|`, `&&`, `>`, `$(`...) outside an `sh -c` script: no shell runs a template,
+so they would reach the program as literal arguments (commands/shellsyntax.py).
 
-Everything here is pure except resolve(), which reads one rule and its servers.
+Everything here is pure except resolve(), which reads one rule and its servers (and, when
+it refuses, the action types usable on the server, for the message).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
+from commands import shellsyntax
 from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
 from commands.models import AllowedCommand, Server
 from commands.patterns import BREAKS, DASH, UnsafePattern, analyse
@@ -98,6 +103,7 @@ def check_rule(template: str, parameters: Any) -> list[str]:
     """Validate a rule; return its template tokens or raise ValidationError naming why."""
     patterns = _compile_parameters(parameters)
     tokens = _split_template(template)
+    _check_shell_syntax(template, tokens)
     _check_program(tokens[0])
     used = _check_placeholders(tokens, patterns)
     unused = sorted(set(patterns) - used)
@@ -234,6 +240,24 @@ def _split_template(template: Any) -> list[str]:
         ) from None
 
 
+def _check_shell_syntax(template: str, tokens: list[str]) -> None:
+    # Every token reaches the program as one literal argument (shlex.join): a pipe or
+    # `$(...)` would silently become an argument (commands/shellsyntax.py).
+    for position, syntax in shellsyntax.find(template):
+        if shellsyntax.is_shell_script(tokens, position):
+            continue
+        token = tokens[position] if position < len(tokens) else syntax
+        kind = "operator" if syntax[0] in shellsyntax.OPERATOR_CHARACTERS else "expansion"
+        fix = shellsyntax.as_sh_c(template, PLACEHOLDER)
+        raise ValidationError(
+            f"Token {position + 1} ({token!r}) uses the shell {kind} {syntax!r}, but no "
+            f"shell runs a template: {tokens[0]!r} would get it as a literal argument. "
+            f"Run it in a shell with one `sh -c` script: {fix} (or quote it, if "
+            f"{tokens[0]!r} should get it literally).",
+            code="shell_syntax",
+        )
+
+
 def _check_program(program: str) -> None:
     # Commands run under the server's `timeout`, which executes a program: a shell builtin
     # with no program of the same name (cd, ulimit, ...) would fail with 127 every time.
@@ -265,11 +289,13 @@ def _check_placeholders(tokens: list[str], patterns: dict[str, re.Pattern[str]])
                 )
             continue
         if name not in patterns:
+            # params let a caller reword the fix (allowcommand gives its --param form).
             raise ValidationError(
-                f"Token {position} is {{{name}}} but parameters has no pattern for "
-                f'{name!r}; add "{name}": "<regex>" (braces around a bare name always '
+                "Token %(position)s is {%(name)s} but parameters has no pattern for "
+                '%(quoted)s; add "%(name)s": "<regex>" (braces around a bare name always '
                 "mean a parameter).",
                 code="missing_pattern",
+                params={"position": position, "name": name, "quoted": repr(name)},
             )
         if name in used:
             raise ValidationError(
@@ -360,9 +386,13 @@ def _compare_shape(tokens: list[str], template: list[str], rule: AllowedCommand)
             )
     if len(tokens) != len(template):
         raise NotWhitelisted(
-            f"Rule {rule.action_type!r} expects {len(template)} tokens but the command has "
-            f"{len(tokens)}; they differ from token {min(len(tokens), len(template)) + 1}."
+            f"Rule {rule.action_type!r} expects {_tokens(len(template))} but the command "
+            f"has {len(tokens)}; they differ from token {min(len(tokens), len(template)) + 1}."
         )
+
+
+def _tokens(count: int) -> str:
+    return f"{count} token" if count == 1 else f"{count} tokens"
 
 
 def _check_value(name: str, value: str, position: int, rule: AllowedCommand) -> None:
@@ -401,7 +431,31 @@ def _no_rule_detail(action_type: Any, server: Server | None) -> str:
     name = str(action_type)[:64]
     if server is None:
         return f"No enabled rule named {name!r}."
-    return f"No enabled rule named {name!r} is usable on server {server.name!r}."
+    return (
+        f"No enabled rule named {name!r} is usable on server {server.name!r}. "
+        f"{_usable_action_types(server)}"
+    )
+
+
+LISTED_ACTION_TYPES = 20
+
+
+def _usable_action_types(server: Server) -> str:
+    """A sentence naming the action types a client may use on server, and where to look."""
+    names = list(
+        AllowedCommand.objects.filter(Q(servers__isnull=True) | Q(servers=server), enabled=True)
+        .distinct()
+        .values_list("action_type", flat=True)[: LISTED_ACTION_TYPES + 1]
+    )
+    where = f"GET /api/v1/servers/{server.pk}/commands/"
+    if not names:
+        return (
+            f"No rule is usable there yet ({where} lists them); an admin adds rules in the "
+            "admin or with the allowcommand management command."
+        )
+    shown = ", ".join(names[:LISTED_ACTION_TYPES])
+    more = ", ..." if len(names) > LISTED_ACTION_TYPES else ""
+    return f"Action types usable there: {shown}{more} ({where} shows their templates)."
 
 
 def is_whitelisted(command: str, action_type: str, server: Server | None = None) -> bool:

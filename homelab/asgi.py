@@ -37,7 +37,7 @@ def _stop_commands_when_daphne_stops() -> None:
     from commands.runner import shutdown_current
 
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: threads.deferToThread(shutdown_current)
+        "before", "shutdown", lambda: threads.deferToThread(shutdown_current, server=True)
     )
 
 
@@ -70,3 +70,19 @@ def _let_slow_readers_finish() -> None:
 
 
 _let_slow_readers_finish()
+
+
+def _give_every_status_its_reason_phrase() -> None:
+    """daphne writes twisted's reason phrase into the status line, and twisted's table
+    lacks some codes the API answers with: a 429 went out as `429 Unknown Status`. Fill
+    the gaps from the standard library's table (twisted's own phrases are kept)."""
+    twisted_http = sys.modules.get("twisted.web.http")  # imported by daphne, if it runs us
+    if twisted_http is None:
+        return
+    from http import HTTPStatus
+
+    for status in HTTPStatus:
+        twisted_http.RESPONSES.setdefault(status.value, status.phrase.encode("latin-1"))
+
+
+_give_every_status_its_reason_phrase()

@@ -1,4 +1,4 @@
-"""Where the tests find PostgreSQL and Redis (CI's .ci/run starts both on loopback).
+"""Where the tests find PostgreSQL and Redis (`make test` starts both on loopback).
 
 Tests that need them fail with the fix when they are down; they never skip.
 """
@@ -21,5 +21,8 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {url} is not answering ({exc}); start it (see .ci/run).")
+        pytest.fail(
+            f"Redis at {url} is not answering ({exc}); start it "
+            "(`make test` does: scripts/ensure-services)."
+        )
     return url

@@ -50,12 +50,14 @@ def test_the_execute_endpoint_documents_every_status(schema):
         "404",
         "408",
         "409",
+        "415",
         "429",
         "500",
         "503",
     }
     request = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-    assert request.endswith("/ExecuteRequestRequest")
+    assert request.endswith("/ExecuteRequest")
+    assert "ExecuteRequestRequest" not in schema["components"]["schemas"]
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ok.endswith("/ExecuteResult")
 
@@ -63,7 +65,7 @@ def test_the_execute_endpoint_documents_every_status(schema):
 @pytest.mark.django_db
 def test_each_error_status_has_an_error_schema_and_an_example(schema):
     responses = schema["paths"][EXECUTE]["post"]["responses"]
-    for status in ("400", "401", "403", "404", "408", "429", "500", "503"):
+    for status in ("400", "401", "403", "404", "408", "415", "429", "500", "503"):
         content = responses[status]["content"]["application/json"]
         ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
         properties = schema["components"]["schemas"][ref]["properties"]

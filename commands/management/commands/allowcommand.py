@@ -42,7 +42,7 @@ class Command(BaseCommand):
         try:
             rule.full_clean()
         except ValidationError as exc:
-            raise CommandError(describe(exc)) from None
+            raise CommandError(describe(for_the_command_line(exc))) from None
         rule.save()
         state = "enabled" if rule.enabled else "disabled"
         self.stdout.write(
@@ -62,6 +62,27 @@ def parse_params(values: list[str]) -> dict[str, str]:
             raise CommandError(f"--param {name} is given twice; give each parameter once.")
         params[name] = pattern
     return params
+
+
+def for_the_command_line(exc: ValidationError) -> ValidationError:
+    """exc, with the fix for a missing pattern written as the --param to add."""
+    if not hasattr(exc, "error_dict"):
+        return exc
+    return ValidationError(
+        {field: [_reword(error) for error in errors] for field, errors in exc.error_dict.items()}
+    )
+
+
+def _reword(error: ValidationError) -> ValidationError:
+    if error.code != "missing_pattern":
+        return error
+    name, position = error.params["name"], error.params["position"]
+    return ValidationError(
+        f"Token {position} is {{{name}}} but there is no pattern for {name!r}; add "
+        f"--param '{name}=<regex>', e.g. --param '{name}=^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,63}}$' "
+        "(braces around a bare name always mean a parameter).",
+        code=error.code,
+    )
 
 
 def describe(exc: ValidationError) -> str:

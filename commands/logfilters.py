@@ -1,0 +1,30 @@
+"""Logging filters: keep Django's request log for the errors nobody else has logged.
+
+Django logs every 5xx response at ERROR on `django.request` ("Internal Server Error: ...").
+An SSH failure the admin fixes in the configuration (an unpinned host key, a refused key,
+sshd down) is an expected 500: commands/handlers.py logs it as one WARNING line with the
+code and the server, and marks the request so that the ERROR line is dropped here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # settings import this module while configuring logging: keep it light
+    from django.http import HttpRequest
+
+MARK = "_homelab_error_logged"
+
+
+def mark_logged(request: HttpRequest) -> None:
+    """Say that the error answering request has been logged already."""
+    setattr(request, MARK, True)
+
+
+class SkipLoggedErrors(logging.Filter):
+    """Drops a `django.request` record whose request was marked by mark_logged()."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Django passes the request in the record's extra (django.utils.log.log_response).
+        return not getattr(getattr(record, "request", None), MARK, False)
