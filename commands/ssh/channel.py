@@ -40,7 +40,12 @@ SERVER_MARGIN_SECONDS = 0.5  # the server's deadline is the client's plus this
 STOP_GRACE_SECONDS = SERVER_MARGIN_SECONDS + KILL_AFTER_SECONDS + 1.0
 _WRAPPER_KILL_CODES = {124, 137, -1}  # `timeout`: TERM sent; KILL sent; killed by a signal
 READ_CHUNK = 64 * 1024
-STOP_POLL_SECONDS = 0.05  # how often a read loop with a stop event looks at it
+STOP_POLL_SECONDS = 0.05  # how often a read loop looks at its stop event and exit status
+# Once the exit status is in, how long stdout/stderr may stay quiet before the result is
+# returned without their EOF. A background child the command left running (`sleep 300 &`)
+# holds them open, so EOF may never come; output sshd still had in the pipe when it sent
+# the status arrives well within this.
+EOF_GRACE_SECONDS = 0.5
 _PID_PREFIX = "homelab-pid:"
 _PID_LINE = re.compile(rb"homelab-pid:([0-9]{1,10})\n")
 # A login shell that prints more than this before our PID line (a chatty .bashrc) hides the
@@ -362,16 +367,26 @@ def _pump(
     until_pid: bool = False,
 ) -> bool:
     """Read both streams until the command ended (True), or the deadline passed or stop
-    was set (False); with until_pid, also stop reading (True) once the PID is known."""
+    was set (False); with until_pid, also stop reading (True) once the PID is known.
+
+    The command has ended at EOF with its exit status, or EOF_GRACE_SECONDS of quiet after
+    the exit status (a background child of the command holds the streams open)."""
     # The channel's fileno() is a pipe paramiko sets on stdout, stderr and EOF. poll(),
     # not select(): a busy worker can hold descriptors above select's limit of 1024.
     poller = select.poll()
     poller.register(chan.fileno(), select.POLLIN)
+    quiet_until: float | None = None  # set once the exit status is in, moved on by output
     while True:
+        fresh = chan.recv_ready() or chan.recv_stderr_ready()
         _drain(chan, streams)
         if chan.closed or (chan.eof_received and chan.status_event.is_set()):
             _drain(chan, streams)
             return True
+        if chan.status_event.is_set():
+            if quiet_until is None or fresh:
+                quiet_until = time.monotonic() + EOF_GRACE_SECONDS
+            elif time.monotonic() >= quiet_until:
+                return True  # the pool closes the channel: it is never reused
         if until_pid and streams.pid is not None:
             return True
         if stop is not None and stop.is_set():
@@ -379,8 +394,9 @@ def _pump(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        if stop is not None:
-            remaining = min(remaining, STOP_POLL_SECONDS)
+        # Neither a stop nor the exit status wakes the poll below (paramiko sets its pipe
+        # for output and EOF only): look at them every STOP_POLL_SECONDS.
+        remaining = min(remaining, STOP_POLL_SECONDS)
         if chan.eof_received:
             # Output is complete; only the exit status is still to come. Never
             # recv_exit_status(): it ignores timeouts.
