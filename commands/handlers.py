@@ -7,8 +7,10 @@ puts a traceback, a private key or a secret into a response.
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -29,6 +31,47 @@ JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json
 
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
+
+
+class BodyTooLarge(drf_exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
+def as_api_error(exc: Exception) -> Exception:
+    """The API error for what Django or the JSON parser raise on a body they cannot take."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return BodyTooLarge(
+            f"The request body is over {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE); "
+            "an execute request is a small JSON object."
+        )
+    if isinstance(exc, RecursionError):
+        # json.loads recurses once per nesting level; no valid request is nested deeply.
+        return drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.")
+    return exc
+
+
+class RefuseNulMiddleware:
+    """400 for a NUL (%00) in the path or the query string, before any view sees it.
+
+    PostgreSQL cannot store or compare text with NUL in it (psycopg raises), and no name,
+    id or filter value ever contains one: refuse it the same way on every database.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = request.GET
+        values = [key for key in query] + [v for key in query for v in query.getlist(key)]
+        if "\x00" in request.path or any("\x00" in value for value in values):
+            detail = "A NUL character (%00) is not allowed in a URL."
+            if request.path.startswith("/api/"):
+                return JsonResponse(error_body(detail, "invalid"), status=400)
+            return HttpResponseBadRequest(detail, content_type="text/plain")
+        return self.get_response(request)
 
 
 def describe(exc: Exception) -> tuple[str, str]:
@@ -57,6 +100,9 @@ def describe(exc: Exception) -> tuple[str, str]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
+    if isinstance(exc, RequestDataTooBig):
+        # Not a RecursionError: outside the execute view's parsing it is a bug, a 500.
+        exc = as_api_error(exc)
     if isinstance(exc, HomelabError):
         if exc.code in EXPECTED_SSH_CODES:
             log_expected(exc, context)

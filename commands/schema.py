@@ -23,3 +23,56 @@ def document_execute_without_slash(result, generator, request, public):
     for path in [p for p in paths if p.endswith("/commands/execute/")]:
         paths[path.rstrip("/")] = paths.pop(path)
     return result
+
+
+# Statuses any operation can answer, whatever its own schema says: 400 (e.g. a NUL in the
+# URL, a bad filter), 401 (no or a bad key), 404 (an unknown id or name) and 500.
+COMMON_ERRORS = {
+    "400": "`invalid`: a bad query parameter or path (e.g. a NUL character).",
+    "401": "No key, or a bad/revoked key.",
+    "404": "`not_found`: no such object.",
+    "500": "`server_error`: an unexpected failure (logged server-side).",
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def document_common_errors(result, generator, request, public):
+    """Every operation documents 400, 401, 404 and a {"detail", "code"} 500 body.
+
+    A 500 or 503 documented with a richer body (e.g. with execution_id) also allows the
+    plain error body: an unexpected error, or a store that is down, has no audit row.
+    """
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.get("responses", {})
+            for status, description in COMMON_ERRORS.items():
+                if status == "401" and {} in operation.get("security", []):
+                    continue  # anonymous access is allowed: never a 401
+                responses.setdefault(
+                    status,
+                    {
+                        "content": {"application/json": {"schema": ERROR_REF}},
+                        "description": description,
+                    },
+                )
+            for status in ("500", "503"):
+                content = responses.get(status, {}).get("content", {}).get("application/json")
+                if content and content["schema"] != ERROR_REF and "anyOf" not in content["schema"]:
+                    content["schema"] = {"anyOf": [content["schema"], ERROR_REF]}
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Error", ERROR_SCHEMA)
+    return result
+
+
+# The Error component as ErrorSerializer produces it, for a schema with no operation
+# that names it.
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "A sentence saying what went wrong."},
+        "code": {"type": "string", "description": "A stable machine-readable code."},
+    },
+    "required": ["detail", "code"],
+}

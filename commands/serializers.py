@@ -41,14 +41,14 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
 class ExecuteRequestSerializer(serializers.Serializer):
     command = serializers.CharField(
         max_length=whitelist.MAX_COMMAND_LENGTH,
-        help_text="The command line, e.g. `systemctl restart nginx`. It must match the "
+        help_text="The command line, e.g. `uptime`. It must match the "
         "template of the rule named by action_type; it is never passed to a shell as is.",
     )
     action_type = serializers.SlugField(
         max_length=64,
-        help_text="The whitelist rule to match, e.g. restart_service.",
+        help_text="The whitelist rule to match, e.g. uptime.",
         error_messages={
-            "required": "Name the whitelist rule to match, e.g. restart_service; "
+            "required": "Name the whitelist rule to match, e.g. uptime; "
             "GET /api/v1/servers/{{id}}/commands/ lists the rules usable on a server."
         },
     )

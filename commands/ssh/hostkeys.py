@@ -29,6 +29,26 @@ def parse_host_key(text: str) -> paramiko.PKey:
     return key
 
 
+MIN_RSA_BITS = 2048
+
+
+def check_host_key_strength(key: str | paramiko.PKey) -> None:
+    """ValueError saying why, when key is too weak to pin: DSA, or RSA under 2048 bits."""
+    key = parse_host_key(key) if isinstance(key, str) else key
+    kind = key.get_name()
+    if kind == "ssh-dss":
+        raise ValueError(
+            "it is a DSA (ssh-dss) key, which OpenSSH itself no longer supports; give the "
+            "server an ed25519 host key (`ssh-keygen -A` on it) and pin that"
+        )
+    if kind == "ssh-rsa" and key.get_bits() < MIN_RSA_BITS:
+        raise ValueError(
+            f"it is a {key.get_bits()}-bit RSA key, under the {MIN_RSA_BITS} bits a pinned "
+            "key needs; give the server an ed25519 host key (`ssh-keygen -A` on it) and "
+            "pin that"
+        )
+
+
 def format_host_key(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from commands import ssh
 from commands.exceptions import SSHError
 from commands.models import Server
+from commands.ssh.hostkeys import check_host_key_strength
 
 
 def pin_host_key(
@@ -16,6 +17,12 @@ def pin_host_key(
     typed 'yes' on a terminal. CommandError (saying `how` to confirm) when not pinned."""
     command.stdout.write(f"{server.name} ({server.address}) host key:")
     command.stdout.write(f"  {key.split()[0]} {ssh.fingerprint(key)}")
+    try:
+        check_host_key_strength(key)
+    except ValueError as exc:
+        raise CommandError(
+            f"Not pinned: the host key of {server.name} is too weak: {exc}."
+        ) from None
     if server.host_key and server.host_key.split()[:2] == key.split()[:2]:
         command.stdout.write("Already pinned; nothing to do.")
         return
