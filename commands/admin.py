@@ -18,10 +18,25 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 from commands import whitelist
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, ApiKey, Execution, Server
+from commands.ssh.hostkeys import check_host_key_strength, parse_host_key
+
+
+class ServerForm(forms.ModelForm):
+    """Pinning a host key by hand checks it as `trusthost` does: parseable, not weak."""
+
+    def clean_host_key(self) -> str:
+        text = self.cleaned_data["host_key"].strip()
+        if text:
+            try:
+                check_host_key_strength(parse_host_key(text))
+            except ValueError as exc:
+                raise ValidationError(f"Not pinned: {exc}.") from None
+        return text
 
 
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
+    form = ServerForm
     list_display = [
         "name",
         "hostname",
@@ -114,12 +129,31 @@ def try_rule(rule: AllowedCommand, command: str, server: Server | None) -> TryRe
     return TryResult(accepted=True, **shown)
 
 
+NOWHERE = (
+    "nowhere: no servers are selected (the ones it was limited to were deleted, or none "
+    "was chosen) and it is not usable on every server"
+)
+
+
+class AllowedCommandForm(forms.ModelForm):
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("all_servers") and cleaned.get("servers"):
+            # Both would read as "limited" while meaning "everywhere": make the admin choose.
+            self.add_error(
+                "all_servers",
+                "Choose one: usable on every server, or limited to the selected servers.",
+            )
+        return cleaned
+
+
 @admin.register(AllowedCommand)
 class AllowedCommandAdmin(admin.ModelAdmin):
     """Rules take effect on save: every request reads its rule from the database."""
 
+    form = AllowedCommandForm
     list_display = ["action_type", "template", "enabled", "timeout_seconds", "where", "updated_at"]
-    list_filter = ["enabled", "servers"]
+    list_filter = ["enabled", "all_servers", "servers"]
     search_fields = ["action_type", "description", "template"]
     filter_horizontal = ["servers"]
     readonly_fields = ["template_tokens", "created_at", "updated_at"]
@@ -131,6 +165,7 @@ class AllowedCommandAdmin(admin.ModelAdmin):
         "template_tokens",
         "timeout_seconds",
         "enabled",
+        "all_servers",
         "servers",
         "created_at",
         "updated_at",
@@ -140,9 +175,11 @@ class AllowedCommandAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[AllowedCommand]:
         return super().get_queryset(request).prefetch_related("servers")
 
-    @admin.display(description="servers")
+    @admin.display(description="usable on")
     def where(self, rule: AllowedCommand) -> str:
-        return ", ".join(server.name for server in rule.servers.all()) or "every server"
+        if rule.all_servers:
+            return "every server"
+        return ", ".join(server.name for server in rule.servers.all()) or NOWHERE
 
     def change_view(
         self,
@@ -152,6 +189,9 @@ class AllowedCommandAdmin(admin.ModelAdmin):
         extra_context: dict | None = None,
     ) -> HttpResponse:
         extra_context = {**(extra_context or {}), **self.try_context(request, object_id)}
+        rule = extra_context.pop("rule", None)
+        if request.method == "GET" and rule and self.where(rule) == NOWHERE:
+            self.message_user(request, f"This rule is usable {NOWHERE}.", messages.WARNING)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def try_context(self, request: HttpRequest, object_id: str) -> dict:
@@ -162,7 +202,7 @@ class AllowedCommandAdmin(admin.ModelAdmin):
         result = None
         if form.is_bound and form.is_valid():
             result = try_rule(rule, form.cleaned_data["command"], form.cleaned_data["server"])
-        return {"try_form": form, "try_result": result}
+        return {"try_form": form, "try_result": result, "rule": rule}
 
     @admin.action(description="Enable selected rules")
     def enable_rules(self, request: HttpRequest, queryset: QuerySet[AllowedCommand]) -> None:

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
 
 
@@ -80,6 +81,13 @@ class Server(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # The validators hold for save(); this holds for update() and raw SQL too.
+            models.CheckConstraint(
+                condition=Q(port__gte=1, port__lte=65535),
+                name="server_port_1_to_65535",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -94,6 +102,20 @@ class Server(models.Model):
     @property
     def address(self) -> str:
         return f"{self.hostname}:{self.port}"
+
+
+class AllowedCommandQuerySet(models.QuerySet):
+    """Whitelist rules, filterable by where they may run."""
+
+    def usable_on(self, server: Server | None) -> "AllowedCommandQuerySet":
+        """The rules that may run on server: those for every server and those limited to
+        it (enabled or not). The one place this is decided; None means no server."""
+        if server is None:
+            return self
+        limited_to_it = AllowedCommand.servers.through.objects.filter(server_id=server.pk)
+        return self.filter(
+            Q(all_servers=True) | Q(pk__in=limited_to_it.values("allowedcommand_id"))
+        )
 
 
 class AllowedCommand(models.Model):
@@ -130,11 +152,18 @@ class AllowedCommand(models.Model):
     enabled = models.BooleanField(
         default=True,
     )
+    all_servers = models.BooleanField(
+        default=False,
+        verbose_name="usable on every server",
+        help_text="Usable on every server, including ones added later. Leave it off and "
+        "select servers to limit the rule; with neither, the rule is usable nowhere.",
+    )
     servers = models.ManyToManyField(
         Server,
         blank=True,
         related_name="allowed_commands",
-        help_text="Servers this rule is limited to; none selected means every server.",
+        help_text="Servers this rule is limited to. Deleting them leaves the rule usable "
+        "nowhere, never everywhere.",
     )
     created_at = models.DateTimeField(
         auto_now_add=True,
@@ -143,16 +172,27 @@ class AllowedCommand(models.Model):
         auto_now=True,
     )
 
+    objects = AllowedCommandQuerySet.as_manager()
+
     class Meta:
         ordering = ["action_type"]
         verbose_name = "allowed command"
+        constraints = [
+            # A timeout of 0 would make every run a 500: refused by the database too.
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=1, timeout_seconds__lte=3600),
+                name="allowedcommand_timeout_1_to_3600",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.action_type
 
     def save(self, *args, **kwargs) -> None:
         # A rule is validated on every save (admin, management command, shell), so an
-        # unsafe rule can never reach the table.
+        # unsafe rule, or one with an out-of-range timeout, can never reach the table.
+        # template_tokens is derived by clean(), so it is not checked as given.
+        self.clean_fields(exclude=["template_tokens"])
         self.clean()
         super().save(*args, **kwargs)
 
@@ -282,6 +322,12 @@ class Execution(models.Model):
         blank=True,
         help_text="The process running the command, host:pid:start; markinterrupted "
         "closes a running row only once that process is gone.",
+    )
+    count = models.PositiveIntegerField(
+        default=1,
+        help_text="How many refusals this row stands for: a key refused again (throttled, "
+        "forbidden) within the rate window adds to its row (created_at the first, "
+        "finished_at the last) instead of writing a new one.",
     )
 
     class Meta:

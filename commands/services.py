@@ -20,6 +20,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from commands import live, ssh, whitelist
+from commands.audit import mark_interrupted, new_execution, record_rejection
 from commands.exceptions import (
     Busy,
     CommandCancelled,
@@ -48,66 +49,6 @@ from commands.streaming import LiveOutput, result_fields
 
 Status = Execution.Status
 logger = logging.getLogger(__name__)
-
-
-def new_execution(
-    *,
-    server: Server | None,
-    server_name: str,
-    command: Any,
-    action_type: Any,
-    api_key: ApiKey | None,
-    user: Any,
-    client_ip: str | None,
-) -> Execution:
-    """An unsaved audit row saying who asked for what, where."""
-    authenticated = user is not None and getattr(user, "is_authenticated", False)
-    return Execution(
-        server=server,
-        server_name=server_name[:64],
-        api_key=api_key,
-        api_key_name=api_key.name if api_key else "",
-        user=user if authenticated else None,
-        username=user.get_username() if authenticated else "",
-        client_ip=client_ip,
-        action_type=str(action_type or "")[:64],
-        command=str(command or "")[:1024],
-    )
-
-
-def record_rejection(execution: Execution, *, code: str, detail: str) -> Execution:
-    """Save an attempt that was refused before anything reached a server."""
-    execution.status = Status.REJECTED
-    execution.error_code = code
-    execution.error_detail = detail
-    execution.finished_at = timezone.now()
-    execution.save()
-    return execution
-
-
-def record_refusal(
-    *,
-    server: Server | None,
-    server_ref: str,
-    data: Any,
-    code: str,
-    detail: str,
-    api_key: ApiKey | None = None,
-    user: Any = None,
-    client_ip: str | None = None,
-) -> Execution:
-    """Audit a request refused before the whitelist (bad body, unknown server, quota)."""
-    data = data if isinstance(data, dict) else {}
-    execution = new_execution(
-        server=server,
-        server_name=server.name if server else f"unknown:{server_ref}",
-        command=data.get("command"),
-        action_type=data.get("action_type"),
-        api_key=api_key,
-        user=user,
-        client_ip=client_ip,
-    )
-    return record_rejection(execution, code=code, detail=detail)
 
 
 def executor() -> ssh.SSHPooledExecutor:
@@ -234,9 +175,12 @@ def execute_command(
     if not wait:
         return execution
     # The caller's thread waits and completes the row: a client that goes away does not
-    # stop this thread, so the result is still recorded. Its connection stays open while
-    # it waits (reconnecting costs ~2.4 ms a request, bench/api_latency.py); if a server
-    # or pgbouncer closed it meanwhile, complete() retries on a fresh one.
+    # stop this thread, so the result is still recorded. No connection is held while the
+    # command runs: PostgreSQL's idle_session_timeout, pgbouncer or a firewall may cut an
+    # idle one, and a long command would pin one per running request. Closing costs a
+    # reconnect per request (docs/performance.md). Inside a transaction (tests) it stays.
+    if not connection.in_atomic_block:
+        connection.close()
     return complete(execution, run.future.result())
 
 
@@ -334,7 +278,8 @@ def complete(execution: Execution, outcome: Outcome) -> Execution:
 def _finish_once_more_if_needed(
     execution: Execution, status: str, outcome: Outcome, error: HomelabError | None
 ) -> Execution:
-    """finish(), retried once on a fresh connection (the old one may have been cut)."""
+    """finish(), retried once on a fresh connection (the first write normally opens a
+    fresh one; a worker thread's persistent connection may still have been cut)."""
     result = outcome.result or outcome.partial
     try:
         return finish(execution, status, result, error=error)
@@ -381,16 +326,6 @@ def _send_cancel(execution: Execution) -> bool:
             "The channel layer (Redis, REDIS_URL) is not answering, so the cancel cannot "
             "reach the process running the command; check that Redis is up."
         ) from None
-
-
-def mark_interrupted(queryset) -> int:
-    """Close rows whose process stopped before it finished them."""
-    return queryset.filter(status=Status.RUNNING).update(
-        status=Status.INTERRUPTED,
-        error_code="interrupted",
-        error_detail="The process running this command stopped before it finished.",
-        finished_at=timezone.now(),
-    )
 
 
 def output_fields(result: ssh.CommandResult | None) -> dict[str, Any]:

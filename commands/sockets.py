@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 
-from commands import clientip
+from commands import audit, clientip
 from commands.authentication import check_key
 from commands.exceptions import HomelabError
 from commands.handlers import describe
@@ -117,7 +117,7 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
         _check_quota(who)
     except (exceptions.APIException, HomelabError) as exc:
         code, detail = describe(exc)
-        services.record_refusal(
+        audit.record_refusal(
             server=server, server_ref=str(server.pk), data=data, code=code, detail=detail, **caller
         )
         extra = {"errors": exc.detail} if code == "invalid" else {}

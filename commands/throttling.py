@@ -119,3 +119,10 @@ class ExecuteRateThrottle(ScopedRateThrottle):
     def wait(self) -> float:
         """Whole seconds until a slot frees; at least 1 so Retry-After is always sent."""
         return max(1, math.ceil(self.retry_after))
+
+
+def window_seconds(scope: str = "command-execute") -> int:
+    """The length of scope's rate window in seconds (60 for "10/min")."""
+    throttle = ExecuteRateThrottle()
+    _, duration = throttle.parse_rate(throttle.THROTTLE_RATES.get(scope))
+    return duration or 60

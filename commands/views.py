@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import datetime
-
-from django.db.models import Q
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
+from django.core.exceptions import RequestDataTooBig
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import exceptions, serializers, viewsets
+from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import clientip, openapi, services, streaming
+from commands import audit, clientip, openapi, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
-from commands.handlers import describe
+from commands.filters import ExecutionFilter
+from commands.handlers import as_api_error, describe
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.serializers import (
     AllowedCommandSerializer,
@@ -88,9 +86,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     def commands(self, request: Request, pk: str | None = None) -> Response:
         """Whitelist rules usable on this server."""
         server = self.get_object()
-        rules = AllowedCommand.objects.filter(
-            Q(servers__isnull=True) | Q(servers=server), enabled=True
-        ).distinct()
+        rules = AllowedCommand.objects.usable_on(server).filter(enabled=True)
         return Response(AllowedCommandSerializer(rules, many=True).data)
 
     def permission_denied(self, request: Request, message=None, code=None) -> None:
@@ -118,9 +114,12 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             body = ExecuteRequestSerializer(data=request.data)
             body.is_valid(raise_exception=True)
             super().check_throttles(request)
-        except (exceptions.APIException, HomelabError) as exc:
+        except (exceptions.APIException, HomelabError, RequestDataTooBig, RecursionError) as exc:
+            # A body over DATA_UPLOAD_MAX_MEMORY_SIZE or JSON nested too deep for the parser
+            # is refused (413, 400) and audited like any other bad request.
+            exc = as_api_error(exc)
             self.refuse(request, exc, server)
-            raise
+            raise exc from None
         execution = services.execute_command(
             server=server, **body.validated_data, **caller(request)
         )
@@ -133,10 +132,11 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         """Audit a request refused before the whitelist was consulted."""
         try:
             data = request.data
-        except exceptions.APIException:  # unparseable or unsupported body: audit it anyway
+        except (exceptions.APIException, RequestDataTooBig):
+            # An unparseable, unsupported or too large body: audit the attempt anyway.
             data = None
         code, detail = describe(exc)
-        services.record_refusal(
+        audit.record_refusal(
             server=server,
             server_ref=str(self.kwargs.get("pk", "")),
             data=data,
@@ -146,44 +146,14 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("server", int, description="Only this server's id."),
-            OpenApiParameter("action_type", str, description="Only this action type."),
-            OpenApiParameter("status", str, enum=Execution.Status.values),
-            OpenApiParameter("since", str, description="ISO 8601; only rows created after."),
-        ]
-    )
-)
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit trail, newest first."""
 
     serializer_class = ExecutionSerializer
-
-    def get_queryset(self):
-        queryset = Execution.objects.all()
-        params = self.request.query_params
-        if "server" in params:
-            if not params["server"].isdecimal() or not params["server"].isascii():
-                raise serializers.ValidationError({"server": ["A server id is a number."]})
-            queryset = queryset.filter(server_id=int(params["server"]))
-        if "action_type" in params:
-            queryset = queryset.filter(action_type=params["action_type"])
-        if "status" in params:
-            if params["status"] not in Execution.Status.values:
-                raise serializers.ValidationError(
-                    {"status": [f"One of {', '.join(Execution.Status.values)}."]}
-                )
-            queryset = queryset.filter(status=params["status"])
-        if "since" in params:
-            since = parse_datetime(params["since"])
-            if since is None:
-                raise serializers.ValidationError({"since": ["An ISO 8601 date and time."]})
-            if timezone.is_naive(since):
-                since = timezone.make_aware(since, datetime.UTC)
-            queryset = queryset.filter(created_at__gte=since)
-        return queryset
+    queryset = Execution.objects.all()
+    # The filters, their validation (400 `invalid`) and their schema: commands/filters.py.
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ExecutionFilter
 
     @openapi.cancel_schema
     @action(detail=True, methods=["post"])

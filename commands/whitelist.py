@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 
 from commands import shellsyntax
 from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
@@ -406,22 +405,19 @@ def _check_value(name: str, value: str, position: int, rule: AllowedCommand) -> 
 
 # --- lookup -----------------------------------------------------------------------------
 def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
-    """Whether rule may run on server: no servers selected means every server."""
-    if server is None:
-        return True
-    allowed = rule.servers.all()  # served from prefetch_related when resolve() loaded it
-    return not allowed or any(item.pk == server.pk for item in allowed)
+    """Whether rule may run on server (AllowedCommand.objects.usable_on decides)."""
+    return AllowedCommand.objects.usable_on(server).filter(pk=rule.pk).exists()
 
 
 def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
     """Match command against the enabled rule named action_type, usable on server."""
     check_command_text(command)
     rule = (
-        AllowedCommand.objects.filter(action_type=action_type, enabled=True)
-        .prefetch_related("servers")
+        AllowedCommand.objects.usable_on(server)
+        .filter(action_type=action_type, enabled=True)
         .first()
     )
-    if rule is None or not usable_on(rule, server):
+    if rule is None:
         # Unknown, disabled and limited-elsewhere all read the same to a client.
         raise NotWhitelisted(_no_rule_detail(action_type, server))
     return match(command, rule)
@@ -443,8 +439,8 @@ LISTED_ACTION_TYPES = 20
 def _usable_action_types(server: Server) -> str:
     """A sentence naming the action types a client may use on server, and where to look."""
     names = list(
-        AllowedCommand.objects.filter(Q(servers__isnull=True) | Q(servers=server), enabled=True)
-        .distinct()
+        AllowedCommand.objects.usable_on(server)
+        .filter(enabled=True)
         .values_list("action_type", flat=True)[: LISTED_ACTION_TYPES + 1]
     )
     where = f"GET /api/v1/servers/{server.pk}/commands/"

@@ -155,6 +155,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_filters",
     "channels",
     "commands",
 ]
@@ -163,6 +164,8 @@ MIDDLEWARE = [
     # First: it answers CORS preflights itself, before authentication (a preflight never
     # carries the API key) and before anything else can answer them.
     "corsheaders.middleware.CorsMiddleware",
+    # A NUL in a URL is a 400 before it reaches the database (PostgreSQL refuses it).
+    "commands.handlers.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -256,6 +259,8 @@ HOMELAB_COMMAND_TIMEOUT = env_int("HOMELAB_COMMAND_TIMEOUT", 30, minimum=1, maxi
 HOMELAB_OUTPUT_LIMIT = env_int("HOMELAB_OUTPUT_LIMIT", 10240, minimum=1, maximum=10 * 1024 * 1024)
 HOMELAB_CONNECT_TIMEOUT = env_int("HOMELAB_CONNECT_TIMEOUT", 10, minimum=1, maximum=300)
 HOMELAB_SSH_IDLE_SECONDS = env_int("HOMELAB_SSH_IDLE_SECONDS", 300, minimum=1)
+# Default age, in days, past which `pruneexecutions` deletes audit rows.
+HOMELAB_AUDIT_RETENTION_DAYS = env_int("HOMELAB_AUDIT_RETENTION_DAYS", 90, minimum=1)
 # Live executions: one bounded runner per process (see commands/runner.py).
 HOMELAB_MAX_RUNNING = env_int("HOMELAB_MAX_RUNNING", 64, minimum=1, maximum=4096)
 HOMELAB_BUSY_WAIT_SECONDS = env_int("HOMELAB_BUSY_WAIT_SECONDS", 2, minimum=0, maximum=60)
@@ -307,7 +312,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["commands.permissions.IsApiKeyOrStaff"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "commands.filters.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "commands.handlers.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"command-execute": HOMELAB_EXECUTE_RATE},
@@ -328,6 +333,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "commands.schema.document_execute_without_slash",
+        "commands.schema.document_common_errors",
     ],
 }
 

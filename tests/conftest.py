@@ -153,6 +153,7 @@ def make_rule(db):
             template=template,
             parameters=params,
             timeout_seconds=timeout,
+            all_servers=not servers,
         )
         rule.servers.set(servers)
         return rule

@@ -247,7 +247,10 @@ def test_staff_session_users_can_execute_and_are_audited(server, admin_user):
 
 def test_the_rules_usable_on_a_server_are_listed(api_client, server, sshd_factory, make_server):
     other = make_server(sshd_factory())
-    AllowedCommand.objects.filter(action_type="t_fail").get().servers.set([other])
+    limited = AllowedCommand.objects.get(action_type="t_fail")
+    limited.all_servers = False
+    limited.save()
+    limited.servers.set([other])
     AllowedCommand.objects.filter(action_type="t_sleep").update(enabled=False)
     listed = api_client.get(f"/api/v1/servers/{server.pk}/commands/").json()
     names = {rule["action_type"] for rule in listed}

@@ -85,6 +85,8 @@ def test_the_try_box_says_when_a_matching_rule_is_disabled_or_limited_elsewhere(
     nas = Server.objects.create(name="nas", hostname="10.0.0.5")
     pi = Server.objects.create(name="pi", hostname="10.0.0.6")
     rule = AllowedCommand.objects.get(action_type="uptime")
+    rule.all_servers = False
+    rule.save()
     rule.servers.add(nas)
 
     accepted = try_command(admin_client, rule, "uptime", str(nas.pk)).context["try_result"]

@@ -2,8 +2,9 @@
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from commands.models import AllowedCommand
+from commands.models import AllowedCommand, Server
 
 
 class Command(BaseCommand):
@@ -11,7 +12,8 @@ class Command(BaseCommand):
         "Create or update the whitelist rule ACTION_TYPE, e.g. allowcommand restart_service "
         '"systemctl restart {service}" --param "service=^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$". '
         "The template and --param set replace the rule's; the rule is enabled unless "
-        "--disable is given; timeout, description and servers are kept when not given."
+        "--disable is given; timeout, description and servers are kept when not given. "
+        "A new rule is usable on every server unless --server limits it."
     )
 
     def add_arguments(self, parser) -> None:
@@ -27,6 +29,19 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, help="Seconds, 1-3600.")
         parser.add_argument("--description", help="What the rule is for.")
         parser.add_argument("--disable", action="store_true", help="Save the rule disabled.")
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument(
+            "--server",
+            action="append",
+            dest="servers",
+            metavar="NAME",
+            help="Limit the rule to this server (repeat for each); replaces its servers.",
+        )
+        where.add_argument(
+            "--all-servers",
+            action="store_true",
+            help="Make the rule usable on every server, including ones added later.",
+        )
 
     def handle(self, *args, action_type: str, template: str, **options) -> None:
         rule = AllowedCommand.objects.filter(action_type=action_type).first()
@@ -39,16 +54,44 @@ class Command(BaseCommand):
             rule.timeout_seconds = options["timeout"]
         if options["description"] is not None:
             rule.description = options["description"]
+        servers = named_servers(options["servers"] or [])
+        if options["servers"]:
+            rule.all_servers = False
+        elif options["all_servers"] or created:
+            rule.all_servers = True
         try:
             rule.full_clean()
         except ValidationError as exc:
             raise CommandError(describe(for_the_command_line(exc))) from None
-        rule.save()
+        with transaction.atomic():
+            rule.save()
+            if options["servers"] or options["all_servers"]:
+                rule.servers.set(servers)  # "every server" lists none, so none can vanish
         state = "enabled" if rule.enabled else "disabled"
         self.stdout.write(
             f"{'Created' if created else 'Updated'} rule {action_type} ({state}): "
-            f"{rule.template_tokens}"
+            f"{rule.template_tokens}; usable on {usable_on(rule)}"
         )
+
+
+def usable_on(rule: AllowedCommand) -> str:
+    if rule.all_servers:
+        return "every server"
+    names = ", ".join(server.name for server in rule.servers.all())
+    return names or "no server (give --server NAME or --all-servers)"
+
+
+def named_servers(names: list[str]) -> list[Server]:
+    """The servers named by --server, in the order given; every name must exist."""
+    found = {server.name: server for server in Server.objects.filter(name__in=names)}
+    missing = [name for name in dict.fromkeys(names) if name not in found]
+    if missing:
+        known = ", ".join(Server.objects.values_list("name", flat=True)[:20]) or "none yet"
+        raise CommandError(
+            f"No server named {', '.join(map(repr, missing))} (servers: {known}); add one "
+            "with `python manage.py addserver`."
+        )
+    return [found[name] for name in dict.fromkeys(names)]
 
 
 def parse_params(values: list[str]) -> dict[str, str]:

@@ -5,9 +5,9 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from commands.audit import mark_interrupted
 from commands.models import Execution
 from commands.runner import process_alive
-from commands.services import mark_interrupted
 
 
 class Command(BaseCommand):
