@@ -58,6 +58,18 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of choices (case-insensitive, returned as written in choices)."""
+    value = env_str(name, default).strip()
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}.")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -345,7 +357,7 @@ LOGGING = {
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
     # as a WARNING by commands/handlers.py, not again as Django's "Internal Server Error".
     "filters": {"skip_logged_errors": {"()": "commands.logfilters.SkipLoggedErrors"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_choice("DJANGO_LOG_LEVEL", "INFO", LOG_LEVELS)},
     "loggers": {
         # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines
         # carry the error code, so keep its noise (and anything it might echo) out.

@@ -67,6 +67,7 @@ def test_a_stopped_daemon_refuses_connections(sshd):
         ("HOMELAB_COMMAND_TIMEOUT", "soon"),
         ("HOMELAB_OUTPUT_LIMIT", "-1"),
         ("DJANGO_DEBUG", "perhaps"),
+        ("DJANGO_LOG_LEVEL", "LOUD"),  # was a ValueError from logging, naming nothing
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(variable, value):
