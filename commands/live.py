@@ -9,8 +9,8 @@ reads later). Two backends, chosen by settings:
 - `LocalBackend` (the embedded default): the log in this process's memory; wake-ups are
   set straight on the subscriber's event loop.
 - `RedisBackend` (REDIS_URL): the log is a Redis list, so any worker can replay it; wake-ups
-  go to the channel-layer group `execution.<id>`, and a cancel request goes to the channel
-  of the process running the command (see runner.channel_name_for).
+  go to the channel-layer group `execution.<namespace>.<id>`, and a cancel request goes to
+  the channel of the process running the command (see runner.channel_name_for).
 
 Why not the in-memory channel layer for the embedded case: its queues belong to one event
 loop, and output is produced on runner threads, which have none.
@@ -19,6 +19,8 @@ loop, and output is produced on runner threads, which have none.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import logging
 import threading
@@ -31,8 +33,17 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
+def namespace() -> str:
+    """What tells this deployment's executions from another's in a shared Redis: ids
+    count from 1 in every database, so the database names the deployment."""
+    database = settings.DATABASES["default"]
+    where = "|".join(str(database.get(part, "")) for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    return hashlib.sha256(where.encode()).hexdigest()[:12]
+
+
 def group_name(execution_id: int) -> str:
-    return f"execution.{execution_id}"
+    return f"execution.{namespace()}.{execution_id}"
 
 
 def frame(kind: str, **fields: Any) -> str:
@@ -161,7 +172,7 @@ class RedisBackend:
 
     @staticmethod
     def _key(execution_id: int, part: str = "frames") -> str:
-        return f"homelab:live:{execution_id}:{part}"
+        return f"homelab:live:{namespace()}:{execution_id}:{part}"
 
     def bridge(self) -> Bridge:
         with self._bridge_lock:
@@ -293,3 +304,4 @@ def reset_backend() -> None:
     global _backend
     with _backend_lock:
         _backend = None
+    namespace.cache_clear()

@@ -41,7 +41,7 @@ def test_started_on_a_streamed_and_cancelled_on_b(
     # Streamed through B, from the start, while A runs it.
     counting = start(a, key, server_id, COUNT, "t_count")
     got = follow(f"{b.ws}/ws/v1/executions/{counting}/", key_headers(key))
-    assert output_of(got.frames) == "1\n2\n3\n"
+    assert output_of(got.frames) == "1\n2\n3\n", (got.frames, got.close_code)
     assert (got.frames[-1]["status"], got.close_code) == ("succeeded", 1000)
     first = next(i for i, f in enumerate(got.frames) if f["type"] == "output")
     assert got.times[-1] - got.times[first] > 1.5  # live, not replayed at the end
