@@ -5,6 +5,8 @@ django-filter validates each parameter with a Django form field, so a bad value 
 the same FilterSet to document the parameters.
 """
 
+import datetime
+
 from django import forms
 from django_filters import rest_framework as filters
 from rest_framework.pagination import LimitOffsetPagination
@@ -22,6 +24,20 @@ class IdFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    """An ISO 8601 date and time, compared in UTC. Python takes offsets up to ±23:59,
+    PostgreSQL only up to about ±16 h: `-18:11` answered 500 there (found by the fuzzer)."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(datetime.UTC)
+            except OverflowError:  # past year 1 or 9999 once in UTC: the nearest end
+                end = datetime.datetime.min if value.year == 1 else datetime.datetime.max
+                value = end.replace(tzinfo=datetime.UTC)
+        return super().filter(qs, value)
+
+
 class ExecutionFilter(filters.FilterSet):
     """GET executions/?server=&action_type=&status=&since=."""
 
@@ -33,7 +49,7 @@ class ExecutionFilter(filters.FilterSet):
     )
     action_type = filters.CharFilter(help_text="Only this action type.")
     status = filters.ChoiceFilter(choices=Execution.Status.choices, help_text="Only this status.")
-    since = filters.IsoDateTimeFilter(
+    since = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
         help_text="ISO 8601, e.g. 2024-05-01T12:00:00Z (UTC when no offset); only rows "
