@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from commands import whitelist
+from commands import scopes, whitelist
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.ssh.hostkeys import check_host_key_strength, parse_host_key
@@ -58,11 +58,33 @@ class ServerAdmin(admin.ModelAdmin):
 admin.site.unregister(LibraryAPIKey)
 
 
+class ApiKeyForm(forms.ModelForm):
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # Both would read as "limited" while meaning "everything": make the admin choose.
+        if cleaned.get("all_servers") and cleaned.get("servers"):
+            self.add_error("all_servers", "Choose one: every server, or only the selected servers.")
+        if cleaned.get("all_actions") and cleaned.get("action_types"):
+            self.add_error("all_actions", "Choose one: every action type, or only the listed ones.")
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(APIKeyModelAdmin):
-    """The library's admin shows a new key once, in a message, and stores only its hash."""
+    """The library's admin shows a new key once, in a message, and stores only its hash.
+    A key's scope (servers, action types, read-only) takes effect on its next request."""
 
-    list_display = [*APIKeyModelAdmin.list_display, "owner", "last_used_at"]
+    form = ApiKeyForm
+    list_display = [*APIKeyModelAdmin.list_display, "owner", "scope", "last_used_at"]
+    list_filter = [*APIKeyModelAdmin.list_filter, "read_only", "all_servers", "all_actions"]
+    filter_horizontal = ["servers"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return super().get_queryset(request).prefetch_related("servers")
+
+    @admin.display(description="scope")
+    def scope(self, key: ApiKey) -> str:
+        return scopes.describe(key)
 
 
 @admin.register(Execution)

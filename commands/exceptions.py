@@ -49,6 +49,14 @@ class ServerNotFound(HomelabError):
     default_detail = "Server not found."
 
 
+class KeyScope(HomelabError):
+    """The API key is limited to other servers or action types, or is read-only."""
+
+    status_code = status.FORBIDDEN
+    code = "key_scope"
+    default_detail = "This API key is limited to other servers or actions, or is read-only."
+
+
 class Busy(HomelabError):
     status_code = status.SERVICE_UNAVAILABLE
     code = "busy"

@@ -1,5 +1,7 @@
 """The rows homelab keeps: servers, the whitelist, API keys and the audit trail."""
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -202,6 +204,20 @@ class AllowedCommand(models.Model):
         self.template_tokens = whitelist.check_rule(self.template, self.parameters)
 
 
+ACTION_TYPE = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+def validate_action_types(value) -> None:
+    """An API key's action types: a list of slugs, like AllowedCommand.action_type."""
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and ACTION_TYPE.fullmatch(item) for item in value
+    ):
+        raise ValidationError(
+            'Give a list of action types (slugs), e.g. ["uptime", "disk_usage"].',
+            code="invalid_action_types",
+        )
+
+
 class ApiKey(AbstractAPIKey):
     """A client credential: random, shown once, stored hashed, revocable."""
 
@@ -217,10 +233,50 @@ class ApiKey(AbstractAPIKey):
         blank=True,
         editable=False,
     )
+    # "Every server" and "every action" are flags, not "none listed": a key limited to
+    # servers that are later deleted must run on none, never on all (issue 10, item 2).
+    all_servers = models.BooleanField(
+        default=True,
+        verbose_name="usable on every server",
+        help_text="Sees and runs commands on every server, including ones added later. "
+        "Turn it off and select servers to limit the key; with neither, it reaches no server.",
+    )
+    servers = models.ManyToManyField(
+        Server,
+        blank=True,
+        related_name="api_keys",
+        help_text="Servers this key is limited to (when not usable on every server). "
+        "Deleting them leaves the key usable on no server, never on every one.",
+    )
+    all_actions = models.BooleanField(
+        default=True,
+        verbose_name="may run every action type",
+        help_text="May run every whitelist rule. Turn it off and list action types to "
+        "limit the key; with neither, it runs nothing.",
+    )
+    action_types = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Action types this key is limited to, e.g. ["uptime", "disk_usage"] '
+        "(when it may not run every action type).",
+    )
+    read_only = models.BooleanField(
+        default=False,
+        verbose_name="read-only",
+        help_text="Lists servers, commands and executions, never executes or cancels.",
+    )
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+    def clean(self) -> None:
+        # Checked here, not as a field validator, so no migration imports this module.
+        super().clean()
+        try:
+            validate_action_types(self.action_types)
+        except ValidationError as exc:
+            raise ValidationError({"action_types": exc.messages}) from None
 
 
 class Execution(models.Model):

@@ -72,6 +72,12 @@ execute_schema = extend_schema(
         error(401, "not_authenticated", "Authentication credentials were not provided."),
         error(401, "authentication_failed", "Invalid or revoked API key."),
         error(403, "permission_denied", "You do not have permission to perform this action."),
+        error(
+            403,
+            "key_scope",
+            "API key 'backup-script' is limited to servers nas; it may not run commands on "
+            "'web'. Use a key for that server, or widen this one in the admin.",
+        ),
         error(404, "server_not_found", "No server with id '99'."),
         error(
             415,
@@ -160,7 +166,12 @@ execute_schema = extend_schema(
             "`server_disabled` (with the audit row's execution_id).",
         ),
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
-        403: OpenApiResponse(ErrorSerializer, description="`permission_denied`."),
+        403: OpenApiResponse(
+            ErrorSerializer,
+            description="`permission_denied`; `key_scope`: the API key is limited to other "
+            "servers or action types, or is read-only (audited; uses no quota). A key limited "
+            "to servers gets `key_scope` for any other server, existing or not.",
+        ),
         404: OpenApiResponse(ErrorSerializer, description="`server_not_found`."),
         415: OpenApiResponse(
             ErrorSerializer,
@@ -208,7 +219,7 @@ cancel_schema = extend_schema(
         403: OpenApiResponse(
             ErrorSerializer,
             description="`permission_denied`: only the key or user that started it, or a user "
-            "with commands.execute_command, may cancel.",
+            "with commands.execute_command, may cancel; `key_scope`: a read-only API key.",
         ),
         404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
         409: OpenApiResponse(

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 
-from commands import audit, clientip
+from commands import audit, clientip, scopes
 from commands.authentication import check_key
 from commands.exceptions import HomelabError
 from commands.handlers import describe
@@ -114,6 +114,8 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
     body = ExecuteRequestSerializer(data=data if isinstance(data, dict) else {})
     try:
         body.is_valid(raise_exception=True)
+        # As over HTTP: a request this key may never make does not use up its quota.
+        scopes.check_execute(who.api_key, server, body.validated_data["action_type"])
         _check_quota(who)
     except (exceptions.APIException, HomelabError) as exc:
         code, detail = describe(exc)

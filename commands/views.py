@@ -11,7 +11,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import audit, clientip, openapi, services, streaming
+from commands import audit, clientip, openapi, scopes, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
 from commands.filters import ExecutionFilter
 from commands.handlers import as_api_error, describe
@@ -28,10 +28,15 @@ from commands.serializers import (
 from commands.throttling import ExecuteRateThrottle
 
 
+def key_of(request: Request) -> ApiKey | None:
+    """The API key the request was authenticated by, if any (not a session login)."""
+    return request.auth if isinstance(request.auth, ApiKey) else None
+
+
 def caller(request: Request) -> dict:
     """Who is asking, for the audit row. X-Forwarded-For counts only from a trusted proxy."""
     return {
-        "api_key": request.auth if isinstance(request.auth, ApiKey) else None,
+        "api_key": key_of(request),
         "user": request.user,
         "client_ip": clientip.from_meta(request.META),
     }
@@ -62,7 +67,8 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         queryset = super().get_queryset()
         if self.action == "list" and "name" in self.request.query_params:
             queryset = queryset.filter(name=self.request.query_params["name"])
-        return queryset
+        # A scoped key sees only the servers it may use: others are as if missing.
+        return scopes.filter_servers(queryset, key_of(self.request))
 
     def get_object(self) -> Server:
         """The server the URL names: all digits is its id, anything else its name (a name
@@ -87,6 +93,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         """Whitelist rules usable on this server."""
         server = self.get_object()
         rules = AllowedCommand.objects.usable_on(server).filter(enabled=True)
+        rules = scopes.filter_rules(rules, key_of(request))
         return Response(AllowedCommandSerializer(rules, many=True).data)
 
     def permission_denied(self, request: Request, message=None, code=None) -> None:
@@ -110,9 +117,16 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         """Run one whitelisted command on this server and return its result."""
         server = None
         try:
-            server = self.get_object()
+            server = self.server_in_scope(key_of(request))
             body = ExecuteRequestSerializer(data=request.data)
             body.is_valid(raise_exception=True)
+            # Before the quota: a request this key may never make does not use it up.
+            scopes.check_execute(
+                key_of(request),
+                server,
+                body.validated_data["action_type"],
+                server_ref=str(self.kwargs.get("pk", "")),
+            )
             super().check_throttles(request)
         except (exceptions.APIException, HomelabError, RequestDataTooBig, RecursionError) as exc:
             # A body over DATA_UPLOAD_MAX_MEMORY_SIZE or JSON nested too deep for the parser
@@ -127,6 +141,17 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             started = ExecuteStartedSerializer(execution).data
             return Response(started, status=202, headers={"Location": started["url"]})
         return Response(ExecuteResultSerializer(execution).data)
+
+    def server_in_scope(self, key: ApiKey | None) -> Server | None:
+        """The server to execute on. For a server-limited key, None for any server outside
+        its scope, existing or not: both answer 403 key_scope (audited as `unknown:REF`),
+        so the answer never tells a key whether a server it may not use exists."""
+        try:
+            return self.get_object()
+        except ServerNotFound:
+            if scopes.limits_servers(key):
+                return None
+            raise
 
     def refuse(self, request: Request, exc: Exception, server: Server | None = None) -> None:
         """Audit a request refused before the whitelist was consulted."""
@@ -160,6 +185,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Stop a running execution on its server, from whichever worker runs it."""
         execution = self.get_object()
+        scopes.check_cancel(key_of(request))
         if not may_cancel(request, execution):
             raise exceptions.PermissionDenied(
                 "Only the key or user that started an execution, or a user with the "
