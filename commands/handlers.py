@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
@@ -17,7 +18,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from commands.exceptions import HomelabError
+from commands.exceptions import HomelabError, ServiceUnavailable
 from commands.logfilters import mark_logged
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, RequestDataTooBig):
         # Not a RecursionError: outside the execute view's parsing it is a bug, a 500.
         exc = as_api_error(exc)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down, unreachable or cut the connection: the client may retry,
+        # so a 503 rather than a 500 that reads like a bug. One line, not a traceback.
+        logger.error("the database is not answering: %s", str(exc).strip())
+        exc = ServiceUnavailable("The database (DATABASE_URL) is not answering; try again shortly.")
     if isinstance(exc, HomelabError):
         if exc.code in EXPECTED_SSH_CODES:
             log_expected(exc, context)

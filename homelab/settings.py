@@ -178,6 +178,7 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     # A NUL in a URL is a 400 before it reaches the database (PostgreSQL refuses it).
     "commands.handlers.RefuseNulMiddleware",
+    # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 from its Content-Length, unread.
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -225,6 +226,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A PostgreSQL that accepts the TCP connection and never answers (a stuck server, a
+    # dead link) would hold a request for ever: give up after 5 s, and the API answers
+    # 503 `unavailable` (commands/handlers.py). `?connect_timeout=N` in the URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
