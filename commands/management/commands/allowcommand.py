@@ -89,7 +89,7 @@ def named_servers(names: list[str]) -> list[Server]:
         known = ", ".join(Server.objects.values_list("name", flat=True)[:20]) or "none yet"
         raise CommandError(
             f"No server named {', '.join(map(repr, missing))} (servers: {known}); add one "
-            "with `python manage.py addserver`."
+            "with `./manage.py addserver`."
         )
     return [found[name] for name in dict.fromkeys(names)]
 

@@ -86,6 +86,6 @@ def known_actions(types: list[str]) -> list[str]:
         known = ", ".join(AllowedCommand.objects.values_list("action_type", flat=True)[:30])
         raise CommandError(
             f"No whitelist rule named {', '.join(map(repr, missing))} (rules: "
-            f"{known or 'none yet'}); add one with `python manage.py allowcommand`."
+            f"{known or 'none yet'}); add one with `./manage.py allowcommand`."
         )
     return types
