@@ -178,7 +178,6 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     # A NUL in a URL is a 400 before it reaches the database (PostgreSQL refuses it).
     "commands.handlers.RefuseNulMiddleware",
-    # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 from its Content-Length, unread.
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
