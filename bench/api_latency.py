@@ -51,6 +51,29 @@ def post(port: int, key: str, command: str, action: str) -> dict:
         return json.loads(response.read())
 
 
+def embedded_service(work: Path, **settings: str) -> tuple[SSHDaemon, Path, dict, str]:
+    """A throwaway sshd and the embedded profile (SQLite in work) set up as a user would,
+    with server `box`, rule `t_hi` (`echo hi`) and the quota raised: (sshd, client key,
+    the environment to serve it with, an API key)."""
+    key_file = keygen(work / "id_ed25519", "bench")
+    daemon = SSHDaemon(workdir=work / "sshd", authorized_keys=[public_key(key_file)]).start()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
+        "DJANGO_SECRET_KEY": "bench-only-" + "x" * 40,
+        "HOMELAB_EXECUTE_RATE": "1000000/min",
+        **settings,
+    }
+    env.pop("REDIS_URL", None)
+    manage(env, "migrate", "--noinput")
+    api_key = manage(env, "createapikey", "bench").strip().splitlines()[-1]
+    manage(env, "addserver", "box", daemon.host, "--port", str(daemon.port),
+           "--user", daemon.username, "--key-file", str(key_file))  # fmt: skip
+    manage(env, "trusthost", "box", "--yes")
+    manage(env, "allowcommand", "t_hi", "echo hi")
+    return daemon, key_file, env, api_key
+
+
 def timed(fn, samples: list[float], runs: int) -> None:
     for _ in range(runs):
         started = time.perf_counter()
@@ -65,21 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="homelab-bench-api-"))
-    key_file = keygen(work / "id_ed25519", "bench")
-    daemon = SSHDaemon(workdir=work / "sshd", authorized_keys=[public_key(key_file)]).start()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
-        "DJANGO_SECRET_KEY": "bench-only-" + "x" * 40,
-        "HOMELAB_EXECUTE_RATE": "1000000/min",
-    }
-    env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput")
-    api_key = manage(env, "createapikey", "bench").strip().splitlines()[-1]
-    manage(env, "addserver", "box", daemon.host, "--port", str(daemon.port),
-           "--user", daemon.username, "--key-file", str(key_file))  # fmt: skip
-    manage(env, "trusthost", "box", "--yes")
-    manage(env, "allowcommand", "t_hi", "echo hi")
+    daemon, key_file, env, api_key = embedded_service(work)
     port = free_port()
     log = (work / "daphne.log").open("wb")
     server = subprocess.Popen(

@@ -23,14 +23,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live import manage, wait_for_http  # noqa: E402
-from tests.sshd import SSHDaemon, free_port, keygen, public_key, terminate  # noqa: E402
+from bench.api_latency import embedded_service, timed  # noqa: E402
+from tests.live import wait_for_http  # noqa: E402
+from tests.sshd import free_port, terminate  # noqa: E402
 
 BIN = Path(sys.executable).parent
 APP = "homelab.asgi:application"
@@ -56,13 +56,6 @@ def request(port: int, method: str, path: str, key: str | None = None, body=None
     return f"{response.status} {response.reason}", data
 
 
-def timed(fn, samples: list[float], runs: int) -> None:
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -70,23 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="homelab-bench-asgi-"))
-    key_file = keygen(work / "id_ed25519", "bench")
-    daemon = SSHDaemon(workdir=work / "sshd", authorized_keys=[public_key(key_file)]).start()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
-        "DJANGO_SECRET_KEY": "bench-only-" + "x" * 40,
-        "DJANGO_DEBUG": "0",
-        "HOMELAB_EXECUTE_RATE": "1000000/min",
-        "HOMELAB_SSH_KEY_FILE": str(key_file),
-    }
-    env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput")
-    key = manage(env, "createapikey", "bench").strip().splitlines()[-1]
-    manage(env, "addserver", "box", daemon.host, "--port", str(daemon.port),
-           "--user", daemon.username, "--key-file", str(key_file))  # fmt: skip
-    manage(env, "trusthost", "box", "--yes")
-    manage(env, "allowcommand", "t_hi", "echo hi")
+    daemon, _, env, key = embedded_service(work, DJANGO_DEBUG="0")
     ports = {name: free_port() for name in SERVERS}
     procs = []
     execute = "/api/v1/servers/box/commands/execute"
