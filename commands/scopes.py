@@ -10,7 +10,7 @@ a key limited to servers that are later deleted runs on none of them, never on a
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from commands.exceptions import KeyScope
 from commands.models import AllowedCommand, ApiKey, Server
@@ -37,6 +37,15 @@ def filter_servers(queryset: QuerySet[Server], key: ApiKey | None) -> QuerySet[S
         return queryset
     listed = ApiKey.servers.through.objects.filter(apikey_id=key.pk)
     return queryset.filter(pk__in=listed.values("server_id"))
+
+
+def filter_executions(queryset: QuerySet, key: ApiKey | None) -> QuerySet:
+    """The audit rows key may read: those on its servers, and its own (a refusal may name
+    no server). A server-limited key does not see what ran elsewhere."""
+    if not limits_servers(key):
+        return queryset
+    listed = ApiKey.servers.through.objects.filter(apikey_id=key.pk)
+    return queryset.filter(Q(server_id__in=listed.values("server_id")) | Q(api_key_id=key.pk))
 
 
 def filter_rules(

@@ -20,12 +20,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.core.cache import cache
 
-from commands import live, sockets, ssh
+from commands import live, scopes, sockets, ssh
 from commands.models import ApiKey, Execution
 
 logger = logging.getLogger(__name__)
 
 TICKET_SECONDS = 60
+MAX_ID = 2**63 - 1  # the largest id either database stores
 POLL_SECONDS = 2.0  # a subscriber re-checks the row this often when no frame arrives
 SNAPSHOT_EVERY = 0.25  # seconds between snapshots of the output so far (GET while running)
 
@@ -223,6 +224,9 @@ def redeem_ticket(ticket: str) -> dict[str, Any] | None:
 def authorize(scope: dict, execution_id: str) -> int | None:
     """None when the socket may follow the execution, else the close code to refuse with."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    # An id the database can hold, or 0 (no row has it): a 30-digit id overflows SQLite.
+    pk = int(execution_id) if execution_id.isascii() and execution_id.isdecimal() else 0
+    pk = pk if pk <= MAX_ID else 0
     if "ticket" in query:
         holder = redeem_ticket(query["ticket"][0])
         if holder is None:
@@ -232,10 +236,15 @@ def authorize(scope: dict, execution_id: str) -> int | None:
         who = sockets.identify(scope)
         if who is None:
             return CLOSE_NOT_AUTHENTICATED
-        # Any valid key reads the audit trail, as GET executions/ does; a session, staff.
-        allowed = who.api_key is not None or who.user.is_staff
+        # A key reads what GET executions/ shows it (scopes.filter_executions); a session,
+        # staff. Checked on the id as given: an id that does not exist is refused the same.
+        if who.api_key is not None:
+            visible = scopes.filter_executions(Execution.objects.filter(pk=pk), who.api_key)
+            allowed = not scopes.limits_servers(who.api_key) or visible.exists()
+        else:
+            allowed = who.user.is_staff
     if not allowed:  # before the lookup: no telling whether the id exists
         return CLOSE_FORBIDDEN
-    if not execution_id.isdecimal() or not Execution.objects.filter(pk=execution_id).exists():
+    if not Execution.objects.filter(pk=pk).exists():
         return CLOSE_NOT_FOUND
     return None

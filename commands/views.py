@@ -180,6 +180,10 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
 
+    def get_queryset(self):
+        # A key limited to servers reads only their history (and its own refusals).
+        return scopes.filter_executions(super().get_queryset(), key_of(self.request))
+
     @openapi.cancel_schema
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:

@@ -269,3 +269,43 @@ def test_a_socket_refuses_a_read_only_key_with_key_scope_and_4403(stack):
 
     assert (code, refused[0]["code"]) == (4403, "key_scope")
     assert "read-only" in refused[0]["detail"]
+
+
+# --- the audit trail ------------------------------------------------------------------------
+def test_a_key_limited_to_a_server_reads_only_that_servers_history(nas):
+    web = offline_server("web")
+    elsewhere = Execution.objects.create(server=web, server_name="web", action_type="t_date")
+    here = Execution.objects.create(server=nas, server_name="nas", action_type="t_date")
+    raw, _ = create_key("--server", "nas")
+    client = client_for(raw)
+
+    listed = [row["id"] for row in client.get("/api/v1/executions/").data["results"]]
+    assert execute(client, "web").data["code"] == "key_scope"
+    own_refusal = Execution.objects.get(error_code="key_scope").pk  # its own row, no server
+
+    assert here.pk in listed and elsewhere.pk not in listed
+    assert client.get(f"/api/v1/executions/{elsewhere.pk}/").status_code == 404
+    assert client.post(f"/api/v1/executions/{elsewhere.pk}/stream-ticket").status_code == 404
+    assert client.get(f"/api/v1/executions/{own_refusal}/").status_code == 200
+    assert client_for(create_key()[0]).get(f"/api/v1/executions/{elsewhere.pk}/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # authorize() runs in its own thread and connection
+def test_a_key_limited_to_a_server_cannot_stream_anothers_execution(nas):
+    from asgiref.sync import async_to_sync
+
+    from commands.streaming import authorize
+
+    web = offline_server("web")
+    elsewhere = Execution.objects.create(server=web, server_name="web", action_type="t_date")
+    here = Execution.objects.create(server=nas, server_name="nas", action_type="t_date")
+    raw, _ = create_key("--server", "nas")
+
+    def close_code(execution_id: str):
+        headers = [(b"authorization", f"Api-Key {raw}".encode())]
+        scope = {"headers": headers, "query_string": b"", "client": ("127.0.0.1", 1)}
+        return async_to_sync(authorize)(scope, execution_id)
+
+    assert close_code(str(here.pk)) is None
+    assert close_code(str(elsewhere.pk)) == 4403
+    assert close_code("9" * 30) == 4403  # no such id: refused the same, never a crash
