@@ -19,13 +19,19 @@ LAST_USED_GRAIN = timedelta(minutes=1)
 
 
 def key_from_request(request: Request) -> str | None:
-    """The raw key the client sent, or None when it sent none. `Authorization: Api-Key`
-    comes first; X-API-Key counts beside any other Authorization header (a proxy's, say)."""
-    scheme, value = _authorization(request)
+    """The raw key the client sent over HTTP, or None when it sent none."""
+    meta = request.META
+    return raw_key(meta.get("HTTP_AUTHORIZATION", ""), meta.get("HTTP_X_API_KEY", ""))
+
+
+def raw_key(authorization: str, x_api_key: str) -> str | None:
+    """The key in these two header values (HTTP or a WebSocket handshake), or None.
+    `Authorization: Api-Key` comes first; X-API-Key counts beside any other Authorization
+    header (a proxy's, say)."""
+    scheme, _, value = authorization.strip().partition(" ")
     if scheme.lower() == KEYWORD.lower():
         return value.strip()
-    custom = request.META.get("HTTP_X_API_KEY", "").strip()
-    return custom or None
+    return x_api_key.strip() or None
 
 
 def _authorization(request: Request) -> tuple[str, str]:

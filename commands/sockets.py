@@ -19,7 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 
 from commands import audit, clientip, scopes
-from commands.authentication import check_key
+from commands.authentication import check_key, raw_key
 from commands.exceptions import HomelabError
 from commands.handlers import describe
 from commands.models import ApiKey, Server
@@ -53,10 +53,7 @@ def same_origin(scope: dict) -> bool:
 
 def key_from_headers(scope: dict) -> str | None:
     """The raw key of `Authorization: Api-Key <key>` or `X-API-Key: <key>`, as over HTTP."""
-    scheme, _, raw = header(scope, b"authorization").strip().partition(" ")
-    if scheme.lower() == "api-key":
-        return raw.strip()
-    return header(scope, b"x-api-key").strip() or None
+    return raw_key(header(scope, b"authorization"), header(scope, b"x-api-key"))
 
 
 def identify(scope: dict) -> Caller | None:
