@@ -1,7 +1,4 @@
-"""Django admin: servers, API keys and the (read-only) audit trail.
-
-The whitelist (AllowedCommand) admin lives in the section at the end of this file.
-"""
+"""The whitelist (AllowedCommand) in the admin, with its "try a command" box."""
 
 import json
 from dataclasses import dataclass
@@ -12,105 +9,12 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from rest_framework_api_key.admin import APIKeyModelAdmin
-from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from commands import scopes, whitelist
+from commands import whitelist
 from commands.exceptions import CommandRejected
-from commands.models import AllowedCommand, ApiKey, Execution, Server
-from commands.ssh.hostkeys import check_host_key_strength, parse_host_key
+from commands.models import AllowedCommand, Server
 
 
-class ServerForm(forms.ModelForm):
-    """Pinning a host key by hand checks it as `trusthost` does: parseable, not weak."""
-
-    def clean_host_key(self) -> str:
-        text = self.cleaned_data["host_key"].strip()
-        if text:
-            try:
-                check_host_key_strength(parse_host_key(text))
-            except ValueError as exc:
-                raise ValidationError(f"Not pinned: {exc}.") from None
-        return text
-
-
-@admin.register(Server)
-class ServerAdmin(admin.ModelAdmin):
-    form = ServerForm
-    list_display = [
-        "name",
-        "hostname",
-        "port",
-        "username",
-        "use_sudo",
-        "enabled",
-        "host_key_pinned",
-    ]
-    list_filter = ["enabled", "use_sudo"]
-    search_fields = ["name", "hostname", "notes"]
-
-    @admin.display(boolean=True, description="host key pinned")
-    def host_key_pinned(self, server: Server) -> bool:
-        return bool(server.host_key)
-
-
-# The library registers its own (unused) APIKey model; ours is ApiKey.
-admin.site.unregister(LibraryAPIKey)
-
-
-class ApiKeyForm(forms.ModelForm):
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        # Both would read as "limited" while meaning "everything": make the admin choose.
-        if cleaned.get("all_servers") and cleaned.get("servers"):
-            self.add_error("all_servers", "Choose one: every server, or only the selected servers.")
-        if cleaned.get("all_actions") and cleaned.get("action_types"):
-            self.add_error("all_actions", "Choose one: every action type, or only the listed ones.")
-        return cleaned
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
-    """The library's admin shows a new key once, in a message, and stores only its hash.
-    A key's scope (servers, action types, read-only) takes effect on its next request."""
-
-    form = ApiKeyForm
-    list_display = [*APIKeyModelAdmin.list_display, "owner", "scope", "last_used_at"]
-    list_filter = [*APIKeyModelAdmin.list_filter, "read_only", "all_servers", "all_actions"]
-    filter_horizontal = ["servers"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
-        return super().get_queryset(request).prefetch_related("servers")
-
-    @admin.display(description="scope")
-    def scope(self, key: ApiKey) -> str:
-        return scopes.describe(key)
-
-
-@admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
-    """The audit trail is evidence: it can be read and filtered, never edited."""
-
-    list_display = ["created_at", "server_name", "action_type", "status", "exit_code", "who"]
-    list_filter = ["status", "action_type", "server_name"]
-    search_fields = ["command", "server_name", "api_key_name", "username"]
-    date_hierarchy = "created_at"
-
-    @admin.display(description="who")
-    def who(self, execution: Execution) -> str:
-        return execution.api_key_name or execution.username
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-# --- Whitelist (AllowedCommand) admin -------------------------------------------------
 class TryCommandForm(forms.Form):
     """The "try a command" box on a rule's change page (a GET form: it changes nothing)."""
 
