@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from commands import throttling
+from commands.handlers import describe
 from commands.models import ApiKey, Execution, Server
 
 Status = Execution.Status
@@ -94,6 +95,31 @@ def record_refusal(
                 return repeated
             return _insert_refusal(server, server_ref, data, code, detail, api_key, user, client_ip)
     return _insert_refusal(server, server_ref, data, code, detail, api_key, user, client_ip)
+
+
+def record_refused_request(
+    exc: Exception,
+    *,
+    server: Server | None,
+    server_ref: str,
+    data: Any,
+    api_key: ApiKey | None = None,
+    user: Any = None,
+    client_ip: str | None = None,
+) -> Execution:
+    """Audit an execute request refused before the whitelist with the code and detail the
+    client gets for exc (HTTP and WebSocket alike)."""
+    code, detail = describe(exc)
+    return record_refusal(
+        server=server,
+        server_ref=server_ref,
+        data=data,
+        code=code,
+        detail=detail,
+        api_key=api_key,
+        user=user,
+        client_ip=client_ip,
+    )
 
 
 def _insert_refusal(server, server_ref, data, code, detail, api_key, user, client_ip) -> Execution:

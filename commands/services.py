@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from commands import live, ssh, whitelist
+from commands import live, rules, ssh
 from commands.audit import mark_interrupted, new_execution, record_rejection
 from commands.exceptions import (
     Busy,
@@ -138,7 +138,8 @@ def execute_command(
     try:
         if not server.enabled:
             raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
-        match = whitelist.resolve(command, action_type, server)
+        match = rules.resolve(command, action_type, server)
+        timeout = match.rule.timeout_seconds  # a stored AllowedCommand's
         bounded.reserve()  # may wait a moment; Busy when every slot stays taken
     except (CommandRejected, Busy) as exc:
         record_rejection(execution, code=exc.code, detail=exc.detail)
@@ -154,7 +155,7 @@ def execute_command(
         bounded.release()
         raise
     try:
-        live.backend().start(execution.pk, ttl=match.rule.timeout_seconds + 60)
+        live.backend().start(execution.pk, ttl=timeout + 60)
     except Exception:  # the command still runs and is recorded; followers read the row
         logger.warning("no live stream for execution %s: the live store failed", execution.pk)
     # The runner gets its own copy: with wait=False it completes the row while the
@@ -163,7 +164,7 @@ def execute_command(
         _run,
         execution=copy.copy(execution),
         target=target_for(server),
-        match=match,
+        timeout=timeout,
         record=not wait,
     )
     try:
@@ -199,7 +200,7 @@ def _run(
     *,
     execution: Execution,
     target: ssh.SSHTarget,
-    match: whitelist.Match,
+    timeout: int,
     record: bool,
 ) -> Outcome:
     """The runner thread's part: SSH with live output, then (wait=False) the row."""
@@ -212,7 +213,7 @@ def _run(
         result = executor().execute(
             target,
             shlex.join(execution.argv),
-            timeout=match.rule.timeout_seconds,
+            timeout=timeout,
             output_limit=settings.HOMELAB_OUTPUT_LIMIT,
             on_output=output,
             stop=run.stop,

@@ -115,10 +115,10 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
         scopes.check_execute(who.api_key, server, body.validated_data["action_type"])
         _check_quota(who)
     except (exceptions.APIException, HomelabError) as exc:
-        code, detail = describe(exc)
-        audit.record_refusal(
-            server=server, server_ref=str(server.pk), data=data, code=code, detail=detail, **caller
+        audit.record_refused_request(
+            exc, server=server, server_ref=str(server.pk), data=data, **caller
         )
+        code, detail = describe(exc)
         extra = {"errors": exc.detail} if code == "invalid" else {}
         if isinstance(exc, exceptions.Throttled):
             extra["retry_after"] = int(exc.wait or 1)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from commands import audit, clientip, openapi, scopes, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
 from commands.filters import ExecutionFilter
-from commands.handlers import as_api_error, describe
+from commands.handlers import as_api_error
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.serializers import (
     AllowedCommandSerializer,
@@ -40,6 +40,15 @@ def caller(request: Request) -> dict:
         "user": request.user,
         "client_ip": clientip.from_meta(request.META),
     }
+
+
+def body_or_none(request: Request) -> dict | None:
+    """The parsed body, or None for an unparseable, unsupported or too large one (whose
+    attempt is audited all the same)."""
+    try:
+        return request.data
+    except (exceptions.APIException, RequestDataTooBig):
+        return None
 
 
 # A server is named in a URL by its id or by its unique name (HomelabCmd uses names).
@@ -99,7 +108,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     def permission_denied(self, request: Request, message=None, code=None) -> None:
         # A logged-in user without the right to execute is a known identity: audit it.
         if self.action == "execute" and request.user and request.user.is_authenticated:
-            self.refuse(request, exceptions.PermissionDenied(message, code))
+            self.audit_refusal(request, exceptions.PermissionDenied(message, code))
         super().permission_denied(request, message=message, code=code)
 
     @openapi.execute_schema
@@ -132,7 +141,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             # A body over DATA_UPLOAD_MAX_MEMORY_SIZE or JSON nested too deep for the parser
             # is refused (413, 400) and audited like any other bad request.
             exc = as_api_error(exc)
-            self.refuse(request, exc, server)
+            self.audit_refusal(request, exc, server)
             raise exc from None
         execution = services.execute_command(
             server=server, **body.validated_data, **caller(request)
@@ -153,20 +162,13 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
                 return None
             raise
 
-    def refuse(self, request: Request, exc: Exception, server: Server | None = None) -> None:
-        """Audit a request refused before the whitelist was consulted."""
-        try:
-            data = request.data
-        except (exceptions.APIException, RequestDataTooBig):
-            # An unparseable, unsupported or too large body: audit the attempt anyway.
-            data = None
-        code, detail = describe(exc)
-        audit.record_refusal(
+    def audit_refusal(self, request: Request, exc: Exception, server: Server | None = None) -> None:
+        """Audit a request refused before the whitelist was consulted (commands/audit.py)."""
+        audit.record_refused_request(
+            exc,
             server=server,
             server_ref=str(self.kwargs.get("pk", "")),
-            data=data,
-            code=code,
-            detail=detail,
+            data=body_or_none(request),
             **caller(request),
         )
 

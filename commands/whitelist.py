@@ -19,8 +19,9 @@ rather than never. Rules 1 to 4 do not depend on it. It also refuses shell opera
 expansions (`|`, `&&`, `>`, `$(`...) outside an `sh -c` script: no shell runs a template,
 so they would reach the program as literal arguments (commands/shellsyntax.py).
 
-Everything here is pure except resolve(), which reads one rule and its servers (and, when
-it refuses, the action types usable on the server, for the message).
+Everything here is pure: no models, no I/O. A rule is anything with `action_type`,
+`template` and `parameters` (a saved AllowedCommand, or a migration's frozen data); finding
+the rule a request names is commands/rules.py's (the services layer).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from __future__ import annotations
 import re
 import shlex
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
 
 from commands import shellsyntax
-from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
-from commands.models import AllowedCommand, Server
+from commands.exceptions import InvalidParameter, NotWhitelisted
 from commands.patterns import BREAKS, DASH, UnsafePattern, analyse
 
 MAX_COMMAND_LENGTH = 1024
@@ -79,6 +80,14 @@ UNSAFE_SAMPLES: tuple[str, ...] = (
 )
 
 
+class Rule(Protocol):
+    """What matching needs of a rule (AllowedCommand has it)."""
+
+    action_type: str
+    template: str
+    parameters: Mapping[str, str]
+
+
 @dataclass(frozen=True)
 class Match:
     """A command accepted by a rule.
@@ -87,7 +96,7 @@ class Match:
     read-only. params maps each parameter name to its token.
     """
 
-    rule: AllowedCommand
+    rule: Rule
     params: dict[str, str]
     argv: list[str]
 
@@ -338,7 +347,7 @@ def _first_refused_character(text: str) -> str | None:
     return None
 
 
-def match(command: str, rule: AllowedCommand) -> Match:
+def match(command: str, rule: Rule) -> Match:
     """Match command against one rule (ignoring enabled and servers); no database."""
     check_command_text(command)
     template = _rule_tokens(rule)
@@ -353,7 +362,7 @@ def match(command: str, rule: AllowedCommand) -> Match:
     return Match(rule=rule, params=params, argv=list(tokens))
 
 
-def _rule_tokens(rule: AllowedCommand) -> list[str]:
+def _rule_tokens(rule: Rule) -> list[str]:
     # Re-validated on every request, not read from template_tokens: a row written
     # around save() (a queryset update, raw SQL, an old check) can never run unchecked.
     try:
@@ -365,7 +374,7 @@ def _rule_tokens(rule: AllowedCommand) -> list[str]:
         ) from None
 
 
-def _split_command(command: str, rule: AllowedCommand) -> list[str]:
+def _split_command(command: str, rule: Rule) -> list[str]:
     try:
         return shlex.split(command)
     except ValueError as exc:
@@ -375,7 +384,7 @@ def _split_command(command: str, rule: AllowedCommand) -> list[str]:
         ) from None
 
 
-def _compare_shape(tokens: list[str], template: list[str], rule: AllowedCommand) -> None:
+def _compare_shape(tokens: list[str], template: list[str], rule: Rule) -> None:
     # Literals first, up to the shorter length: the first differing position is named.
     for position, (expected, token) in enumerate(zip(template, tokens, strict=False), start=1):
         if _placeholder(expected) is None and token != expected:
@@ -394,70 +403,10 @@ def _tokens(count: int) -> str:
     return f"{count} token" if count == 1 else f"{count} tokens"
 
 
-def _check_value(name: str, value: str, position: int, rule: AllowedCommand) -> None:
+def _check_value(name: str, value: str, position: int, rule: Rule) -> None:
     where = f"Parameter {name!r} of rule {rule.action_type!r} (token {position}, {value!r})"
     if value.startswith("-"):
         raise InvalidParameter(f"{where} starts with '-', which a program would read as an option.")
     pattern = re.compile(rule.parameters[name], PATTERN_FLAGS)
     if not value or not pattern.fullmatch(value):
         raise InvalidParameter(f"{where} does not match its pattern {pattern.pattern!r}.")
-
-
-# --- lookup -----------------------------------------------------------------------------
-def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
-    """Whether rule may run on server (AllowedCommand.objects.usable_on decides)."""
-    return AllowedCommand.objects.usable_on(server).filter(pk=rule.pk).exists()
-
-
-def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
-    """Match command against the enabled rule named action_type, usable on server."""
-    check_command_text(command)
-    rule = (
-        AllowedCommand.objects.usable_on(server)
-        .filter(action_type=action_type, enabled=True)
-        .first()
-    )
-    if rule is None:
-        # Unknown, disabled and limited-elsewhere all read the same to a client.
-        raise NotWhitelisted(_no_rule_detail(action_type, server))
-    return match(command, rule)
-
-
-def _no_rule_detail(action_type: Any, server: Server | None) -> str:
-    name = str(action_type)[:64]
-    if server is None:
-        return f"No enabled rule named {name!r}."
-    return (
-        f"No enabled rule named {name!r} is usable on server {server.name!r}. "
-        f"{_usable_action_types(server)}"
-    )
-
-
-LISTED_ACTION_TYPES = 20
-
-
-def _usable_action_types(server: Server) -> str:
-    """A sentence naming the action types a client may use on server, and where to look."""
-    names = list(
-        AllowedCommand.objects.usable_on(server)
-        .filter(enabled=True)
-        .values_list("action_type", flat=True)[: LISTED_ACTION_TYPES + 1]
-    )
-    where = f"GET /api/v1/servers/{server.pk}/commands/"
-    if not names:
-        return (
-            f"No rule is usable there yet ({where} lists them); an admin adds rules in the "
-            "admin or with the allowcommand management command."
-        )
-    shown = ", ".join(names[:LISTED_ACTION_TYPES])
-    more = ", ..." if len(names) > LISTED_ACTION_TYPES else ""
-    return f"Action types usable there: {shown}{more} ({where} shows their templates)."
-
-
-def is_whitelisted(command: str, action_type: str, server: Server | None = None) -> bool:
-    """Whether resolve() would accept the command."""
-    try:
-        resolve(command, action_type, server)
-    except CommandRejected:
-        return False
-    return True

@@ -5,7 +5,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from commands import whitelist
+from commands import rules
 from commands.models import AllowedCommand, Server
 
 HOST = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$"
@@ -23,7 +23,7 @@ def test_it_creates_a_rule_that_takes_effect_at_once():
     assert "Created rule ping_host (enabled)" in out
     rule = AllowedCommand.objects.get(action_type="ping_host")
     assert (rule.parameters, rule.timeout_seconds) == ({"host": HOST}, 20)
-    assert whitelist.resolve("ping -c 3 nas.lan", "ping_host").argv == [
+    assert rules.resolve("ping -c 3 nas.lan", "ping_host").argv == [
         "ping",
         "-c",
         "3",

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands import whitelist
+from commands import rules, whitelist
 from commands.exceptions import CommandRejected, InvalidParameter, NotWhitelisted
 from commands.models import AllowedCommand, Server
 
@@ -268,7 +268,7 @@ def servers(db) -> tuple[Server, Server]:
 @pytest.mark.django_db
 def test_it_resolves_an_enabled_rule_by_action_type(django_assert_num_queries):
     with django_assert_num_queries(1):  # the rule, where it is usable decided in SQL
-        found = whitelist.resolve("systemctl restart wg-quick@wg0", "restart_service")
+        found = rules.resolve("systemctl restart wg-quick@wg0", "restart_service")
     assert found.rule.action_type == "restart_service"
     assert found.argv == ["systemctl", "restart", "wg-quick@wg0"]
 
@@ -276,7 +276,7 @@ def test_it_resolves_an_enabled_rule_by_action_type(django_assert_num_queries):
 @pytest.mark.django_db
 def test_it_rejects_bad_text_before_any_query(django_assert_num_queries):
     with django_assert_num_queries(0), pytest.raises(NotWhitelisted):
-        whitelist.resolve("uptime\nid", "uptime")
+        rules.resolve("uptime\nid", "uptime")
 
 
 @pytest.mark.django_db
@@ -285,7 +285,7 @@ def test_unknown_and_disabled_action_types_are_rejected_alike():
     AllowedCommand.objects.filter(action_type="off").update(enabled=False)
     for action_type in ("nope", "off"):
         with pytest.raises(NotWhitelisted) as rejected:
-            whitelist.resolve("uptime", action_type)
+            rules.resolve("uptime", action_type)
         assert rejected.value.detail == f"No enabled rule named {action_type!r}."
 
 
@@ -295,10 +295,10 @@ def test_a_rule_limited_to_other_servers_is_rejected(servers):
     limited = rule("uptime", "nas_only")
     limited.save()
     limited.servers.add(nas)
-    assert whitelist.resolve("uptime", "nas_only", nas).argv == ["uptime"]
-    assert whitelist.resolve("uptime", "nas_only").argv == ["uptime"]
+    assert rules.resolve("uptime", "nas_only", nas).argv == ["uptime"]
+    assert rules.resolve("uptime", "nas_only").argv == ["uptime"]
     with pytest.raises(NotWhitelisted) as rejected:
-        whitelist.resolve("uptime", "nas_only", pi)
+        rules.resolve("uptime", "nas_only", pi)
     detail = rejected.value.detail
     assert detail.startswith("No enabled rule named 'nas_only' is usable on server 'pi'. ")
     assert "nas_only" not in detail.split(". ", 1)[1]  # the rules listed are pi's
@@ -306,24 +306,24 @@ def test_a_rule_limited_to_other_servers_is_rejected(servers):
 
 @pytest.mark.django_db
 def test_a_rule_with_no_servers_is_usable_on_every_server(servers):
-    assert all(whitelist.is_whitelisted("uptime", "uptime", server) for server in servers)
+    assert all(rules.is_whitelisted("uptime", "uptime", server) for server in servers)
 
 
 @pytest.mark.django_db
 def test_is_whitelisted_is_true_only_for_an_accepted_command():
-    assert whitelist.is_whitelisted("df -h", "disk_usage")
-    assert not whitelist.is_whitelisted("df -h; id", "disk_usage")
-    assert not whitelist.is_whitelisted("systemctl restart -x", "restart_service")
-    assert not whitelist.is_whitelisted("df -h", "nope")
+    assert rules.is_whitelisted("df -h", "disk_usage")
+    assert not rules.is_whitelisted("df -h; id", "disk_usage")
+    assert not rules.is_whitelisted("systemctl restart -x", "restart_service")
+    assert not rules.is_whitelisted("df -h", "nope")
 
 
 @pytest.mark.django_db
 def test_a_changed_rule_takes_effect_at_once():
-    assert not whitelist.is_whitelisted("df -h /srv", "disk_usage")
+    assert not rules.is_whitelisted("df -h /srv", "disk_usage")
     changed = AllowedCommand.objects.get(action_type="disk_usage")
     changed.template, changed.parameters = "df -h {path}", {"path": r"/[A-Za-z0-9_./]{0,200}"}
     changed.save()
-    assert whitelist.resolve("df -h /srv", "disk_usage").params == {"path": "/srv"}
+    assert rules.resolve("df -h /srv", "disk_usage").params == {"path": "/srv"}
 
 
 # --- the default rules ------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_a_changed_rule_takes_effect_at_once():
     ],
 )
 def test_the_default_rules_accept_their_documented_command(action_type, command):
-    found = whitelist.resolve(command, action_type)
+    found = rules.resolve(command, action_type)
     assert found.sent == command
     assert found.rule.template_tokens == whitelist.check_rule(
         found.rule.template, found.rule.parameters

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 
-from commands import whitelist
+from commands import rules
 from commands.models import AllowedCommand, Server
 
 ADD_URL = "/admin/commands/allowedcommand/add/"
@@ -51,7 +51,7 @@ def test_an_admin_creates_edits_and_tries_a_rule_through_the_admin_pages(admin_c
     )
     assert response.status_code == 302
     # No restart, no cache: the next request sees the edit.
-    found = whitelist.resolve("systemctl reload-or-restart nginx", "reload_service")
+    found = rules.resolve("systemctl reload-or-restart nginx", "reload_service")
     assert found.argv == ["systemctl", "reload-or-restart", "nginx"]
 
     response = try_command(admin_client, rule, "systemctl reload-or-restart 'nginx.service'")
@@ -148,18 +148,18 @@ def test_the_list_filters_by_enabled_and_server_and_searches(admin_client):
 
 @pytest.mark.django_db
 def test_the_enable_and_disable_actions_flip_rules_and_record_who(admin_client, admin_user):
-    rules = AllowedCommand.objects.filter(action_type__in=["uptime", "memory"])
-    selected = [str(pk) for pk in rules.values_list("pk", flat=True)]
+    chosen = AllowedCommand.objects.filter(action_type__in=["uptime", "memory"])
+    selected = [str(pk) for pk in chosen.values_list("pk", flat=True)]
 
     admin_client.post(LIST_URL, {"action": "disable_rules", "_selected_action": selected})
-    assert not rules.filter(enabled=True).exists()
-    assert not whitelist.is_whitelisted("uptime", "uptime")
+    assert not chosen.filter(enabled=True).exists()
+    assert not rules.is_whitelisted("uptime", "uptime")
 
     admin_client.post(LIST_URL, {"action": "enable_rules", "_selected_action": selected})
-    assert not rules.filter(enabled=False).exists()
-    assert whitelist.is_whitelisted("uptime", "uptime")
+    assert not chosen.filter(enabled=False).exists()
+    assert rules.is_whitelisted("uptime", "uptime")
 
-    for rule in rules:
+    for rule in chosen:
         messages = [entry.get_change_message() for entry in history(rule)]
         assert messages == ["Changed Enabled.", "Changed Enabled."]
         assert {entry.user for entry in history(rule)} == {admin_user}

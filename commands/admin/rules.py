@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from commands import whitelist
+from commands import rules, whitelist
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Server
 
@@ -49,7 +49,7 @@ def try_rule(rule: AllowedCommand, command: str, server: Server | None) -> TryRe
     if not rule.enabled:
         detail = "The command matches, but the rule is disabled; enable it to allow this."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)
-    if not whitelist.usable_on(rule, server):
+    if not rules.usable_on(rule, server):
         detail = f"The command matches, but the rule is not usable on server {server}."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)
     return TryResult(accepted=True, **shown)

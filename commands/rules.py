@@ -1,0 +1,74 @@
+"""Finding the rule for a request: the database side of the whitelist (services layer).
+
+commands/whitelist.py decides whether a command fits a rule's template and patterns, with
+no models and no I/O; this module reads the rules: which one an `action_type` names on a
+server, and whether a rule may run there (AllowedCommand.objects.usable_on decides).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from commands.exceptions import CommandRejected, NotWhitelisted
+from commands.models import AllowedCommand, Server
+from commands.whitelist import Match, check_command_text, match
+
+LISTED_ACTION_TYPES = 20
+
+
+def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
+    """Whether rule may run on server (any server when server is None)."""
+    return AllowedCommand.objects.usable_on(server).filter(pk=rule.pk).exists()
+
+
+def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
+    """Match command against the enabled rule named action_type, usable on server.
+
+    The returned Match's `rule` is the stored AllowedCommand (its timeout applies)."""
+    check_command_text(command)  # before any query: a huge or binary command costs nothing
+    rule = (
+        AllowedCommand.objects.usable_on(server)
+        .filter(action_type=action_type, enabled=True)
+        .first()
+    )
+    if rule is None:
+        # Unknown, disabled and limited-elsewhere all read the same to a client.
+        raise NotWhitelisted(_no_rule_detail(action_type, server))
+    return match(command, rule)
+
+
+def is_whitelisted(command: str, action_type: str, server: Server | None = None) -> bool:
+    """Whether resolve() would accept the command."""
+    try:
+        resolve(command, action_type, server)
+    except CommandRejected:
+        return False
+    return True
+
+
+def _no_rule_detail(action_type: Any, server: Server | None) -> str:
+    name = str(action_type)[:64]
+    if server is None:
+        return f"No enabled rule named {name!r}."
+    return (
+        f"No enabled rule named {name!r} is usable on server {server.name!r}. "
+        f"{_usable_action_types(server)}"
+    )
+
+
+def _usable_action_types(server: Server) -> str:
+    """A sentence naming the action types a client may use on server, and where to look."""
+    names = list(
+        AllowedCommand.objects.usable_on(server)
+        .filter(enabled=True)
+        .values_list("action_type", flat=True)[: LISTED_ACTION_TYPES + 1]
+    )
+    where = f"GET /api/v1/servers/{server.pk}/commands/"
+    if not names:
+        return (
+            f"No rule is usable there yet ({where} lists them); an admin adds rules in the "
+            "admin or with the allowcommand management command."
+        )
+    shown = ", ".join(names[:LISTED_ACTION_TYPES])
+    more = ", ..." if len(names) > LISTED_ACTION_TYPES else ""
+    return f"Action types usable there: {shown}{more} ({where} shows their templates)."
