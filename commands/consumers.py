@@ -10,7 +10,8 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from commands import live, sockets, streaming
+from commands import live, scopes, sockets, streaming
+from commands.permissions import may_execute
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +85,23 @@ class ExecuteConsumer(ExecutionStreamConsumer):
 
     caller: sockets.Caller | None = None
     server = None
+    server_ref = ""
     deadline: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         await self.accept()
-        who, server = await self.identify(self.scope["url_route"]["kwargs"]["server"])
+        who, allowed, server = await self.identify(self.scope["url_route"]["kwargs"]["server"])
         if who is None:
             await self.close(code=streaming.CLOSE_NOT_AUTHENTICATED)
-        elif who.api_key is None and not who.user.is_staff:
+        elif not allowed:
             await self.close(code=streaming.CLOSE_FORBIDDEN)
-        elif server is None:
+        elif server is None and not scopes.limits_servers(who.api_key):
             await self.close(code=streaming.CLOSE_NOT_FOUND)
         else:
+            # A server-limited key learns nothing at connect about servers outside its
+            # scope, existing or not: its first frame gets 403 key_scope, as over HTTP.
             self.caller, self.server = who, server
+            self.server_ref = self.scope["url_route"]["kwargs"]["server"]
             self.deadline = asyncio.get_running_loop().call_later(
                 FIRST_FRAME_SECONDS, lambda: asyncio.ensure_future(self.give_up())
             )
@@ -115,7 +120,12 @@ class ExecuteConsumer(ExecutionStreamConsumer):
 
     @database_sync_to_async
     def identify(self, server_ref: str):
-        return sockets.identify(self.scope), sockets.find_server(server_ref)
+        """(caller or None, whether it may run commands, server or None)."""
+        who = sockets.identify(self.scope)
+        # A session user needs commands.execute_command; has_perm reads the database, so
+        # it is decided here, off the event loop. An API key's scopes decide later.
+        allowed = who is not None and (who.api_key is not None or may_execute(who.user))
+        return who, allowed, sockets.find_server(server_ref)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.caller is None or self.subscription is not None:
@@ -124,7 +134,7 @@ class ExecuteConsumer(ExecutionStreamConsumer):
         self.deadline.cancel()
         # Not on the one thread all sockets share for the ORM: this may wait for a slot.
         started = await database_sync_to_async(sockets.start_execution, thread_sensitive=False)(
-            caller, self.server, text_data
+            caller, self.server, text_data, server_ref=self.server_ref
         )
         if isinstance(started, sockets.Refusal):
             await self.send(text_data=json.dumps(started.frame))

@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 
 from commands.serializers import (
     BadRequestErrorSerializer,
+    CheckReportSerializer,
     ErrorSerializer,
     ExecuteRequestSerializer,
     ExecuteResultSerializer,
@@ -218,8 +219,9 @@ cancel_schema = extend_schema(
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
         403: OpenApiResponse(
             ErrorSerializer,
-            description="`permission_denied`: only the key or user that started it, or a user "
-            "with commands.execute_command, may cancel; `key_scope`: a read-only API key.",
+            description="`permission_denied`: an API key may cancel what it started (or its "
+            "owner holds commands.execute_command); a session user needs that permission, "
+            "even for its own; `key_scope`: a read-only API key.",
         ),
         404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
         409: OpenApiResponse(
@@ -236,5 +238,103 @@ stream_ticket_schema = extend_schema(
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
         403: OpenApiResponse(ErrorSerializer, description="`permission_denied`."),
         404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
+    },
+)
+
+
+CHECK_PASSED = {
+    "server": "nas",
+    "ok": True,
+    "steps": [
+        {"name": "tcp", "label": "TCP reachable", "ok": True, "ms": 0.4,
+         "detail": "10.0.0.5:22 accepted the connection", "fix": ""},
+        {"name": "host_key", "label": "Host key matches the pin", "ok": True, "ms": 9.1,
+         "detail": "256 SHA256:GU6TL7m2vqOmhP2pJ7FfcPR2zCdMK03u1OjkqZDNeW0 (ED25519)",
+         "fix": ""},
+        {"name": "key_file", "label": "Private key usable", "ok": True, "ms": 0.6,
+         "detail": "<key file>: public half 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZ"
+         "OdKjN0vZA (ED25519)", "fix": ""},
+        {"name": "auth", "label": "Public-key login accepted", "ok": True, "ms": 5.2,
+         "detail": "logged in as root with 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZOdK"
+         "jN0vZA (ED25519)", "fix": ""},
+        {"name": "timeout", "label": "`timeout` (coreutils) present", "ok": True, "ms": 4.8,
+         "detail": "/usr/bin/timeout", "fix": ""},
+        {"name": "round_trip", "label": "No-op round trip", "ok": True, "ms": 3.9,
+         "detail": "`true` exited 0", "fix": ""},
+    ],
+}  # fmt: skip
+CHECK_FAILED = {
+    "server": "nas",
+    "ok": False,
+    "steps": [
+        {"name": "tcp", "label": "TCP reachable", "ok": False, "ms": 0.3,
+         "detail": "10.0.0.5:2222: Connection refused",
+         "fix": "Is sshd running on 10.0.0.5:2222? Check the hostname and port on the "
+         "server's page, and any firewall."},
+        *[{"name": name, "label": label, "ok": None, "ms": None, "detail": "", "fix": ""}
+          for name, label in [("host_key", "Host key matches the pin"),
+                              ("key_file", "Private key usable"),
+                              ("auth", "Public-key login accepted"),
+                              ("timeout", "`timeout` (coreutils) present"),
+                              ("round_trip", "No-op round trip")]],
+    ],
+}  # fmt: skip
+
+check_schema = extend_schema(
+    request=None,
+    examples=[
+        example("passed", 200, CHECK_PASSED),
+        example("failed at tcp", 200, CHECK_FAILED),
+        error(401, "not_authenticated", "Authentication credentials were not provided."),
+        error(
+            403,
+            "permission_denied",
+            "Your user may read but not run, cancel or check: that takes the "
+            'commands.execute_command permission ("Can execute and cancel commands"). Ask an '
+            "admin to grant it to your user or one of its groups in the admin's Users page.",
+        ),
+        error(
+            403,
+            "key_scope",
+            "API key 'backup-script' is limited to servers nas; it may not check 'web'. Use "
+            "a key for that server, or widen this one in the admin.",
+        ),
+        error(404, "server_not_found", "No server with id or name '99'."),
+        error(429, "throttled", "Request was throttled. Expected available in 42 seconds."),
+        error(503, "unavailable", "The rate-limit store (Redis, REDIS_URL) is not answering."),
+    ],
+    parameters=[
+        OpenApiParameter(
+            "Retry-After",
+            OpenApiTypes.INT,
+            location=OpenApiParameter.HEADER,
+            response=[429],
+            description="Whole seconds until the next check or execution is allowed.",
+        ),
+    ],
+    responses={
+        200: OpenApiResponse(
+            CheckReportSerializer,
+            description="The check ran, passed or not (`ok`): each step with its time, what "
+            "it found and, for the one that failed, how to fix it. It uses a fresh SSH "
+            "connection, closed at the end; the private key's path shows as `<key file>`.",
+        ),
+        401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
+        403: OpenApiResponse(
+            ErrorSerializer,
+            description="`permission_denied`: a session user needs commands.execute_command; "
+            "`key_scope`: a read-only API key, or one limited to other servers (for any "
+            "other server, existing or not).",
+        ),
+        404: OpenApiResponse(ErrorSerializer, description="`server_not_found`."),
+        429: OpenApiResponse(
+            ErrorSerializer,
+            description="`throttled`: a check counts against the per-key execution rate; "
+            "see Retry-After.",
+        ),
+        503: OpenApiResponse(
+            ErrorSerializer,
+            description="`unavailable`: the rate-limit store (Redis) is not answering.",
+        ),
     },
 )

@@ -31,7 +31,14 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AllowedCommand
-        fields = ["action_type", "description", "template", "parameters", "timeout_seconds"]
+        fields = [
+            "action_type",
+            "description",
+            "template",
+            "parameters",
+            "parameter_help",
+            "timeout_seconds",
+        ]
         read_only_fields = fields
 
 
@@ -151,6 +158,33 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+
+class CheckStepSerializer(serializers.Serializer):
+    """One step of a server check (commands/checks.py Step)."""
+
+    name = serializers.CharField(
+        help_text="Stable id, in order: tcp, host_key, key_file, auth, timeout, round_trip."
+    )
+    label = serializers.CharField(help_text='For humans, e.g. "Host key matches the pin".')
+    ok = serializers.BooleanField(
+        allow_null=True, help_text="null: not run, because an earlier step failed."
+    )
+    ms = serializers.FloatField(allow_null=True, help_text="How long the step took.")
+    detail = serializers.CharField(
+        allow_blank=True, help_text="What was found, e.g. `256 SHA256:... (ED25519)`, or the error."
+    )
+    fix = serializers.CharField(
+        allow_blank=True, help_text="For the failed step: how to fix it; empty otherwise."
+    )
+
+
+class CheckReportSerializer(serializers.Serializer):
+    """The result of POST servers/{id}/check: passed or not, the check itself ran."""
+
+    server = serializers.CharField(help_text="The server's name.")
+    ok = serializers.BooleanField(help_text="Whether every step passed.")
+    steps = CheckStepSerializer(many=True, help_text="Every step, run or not, in order.")
 
 
 # --- error bodies (documentation only: the exception handler produces them) ----------

@@ -23,6 +23,7 @@ from commands.authentication import check_key, raw_key
 from commands.exceptions import HomelabError
 from commands.handlers import describe
 from commands.models import ApiKey, Server
+from commands.permissions import NO_EXECUTE_PERMISSION, may_execute
 from commands.serializers import ExecuteRequestSerializer
 from commands.throttling import ExecuteRateThrottle
 
@@ -96,11 +97,15 @@ def find_server(server_ref: str) -> Server | None:
     return Server.objects.filter(name=server_ref).first()
 
 
-def start_execution(who: Caller, server: Server, text: str | None) -> int | Refusal:
+def start_execution(
+    who: Caller, server: Server | None, text: str | None, *, server_ref: str = ""
+) -> int | Refusal:
     """Start `{"command", "action_type"}` (the first text frame) on server: the execution
-    id, or the refusal to send, audited like the HTTP endpoint's."""
+    id, or the refusal to send, audited like the HTTP endpoint's. server is None for one
+    a server-limited key may not see (server_ref names it): that is 403 key_scope."""
     from commands import services  # services -> streaming -> this module
 
+    server_ref = str(server.pk) if server is not None else server_ref
     if text is not None and len(text) > MAX_MESSAGE:
         return refusal(413, "too_large", f"A message is at most {MAX_MESSAGE} characters.")
     try:
@@ -110,14 +115,18 @@ def start_execution(who: Caller, server: Server, text: str | None) -> int | Refu
     caller = {"api_key": who.api_key, "user": who.user, "client_ip": who.client_ip}
     body = ExecuteRequestSerializer(data=data if isinstance(data, dict) else {})
     try:
+        if who.api_key is None and not may_execute(who.user):
+            # The consumer closes such a socket 4403 before any frame; this guards any
+            # other caller, and is audited like the HTTP refusal.
+            raise exceptions.PermissionDenied(NO_EXECUTE_PERMISSION)
         body.is_valid(raise_exception=True)
         # As over HTTP: a request this key may never make does not use up its quota.
-        scopes.check_execute(who.api_key, server, body.validated_data["action_type"])
+        scopes.check_execute(
+            who.api_key, server, body.validated_data["action_type"], server_ref=server_ref
+        )
         _check_quota(who)
     except (exceptions.APIException, HomelabError) as exc:
-        audit.record_refused_request(
-            exc, server=server, server_ref=str(server.pk), data=data, **caller
-        )
+        audit.record_refused_request(exc, server=server, server_ref=server_ref, data=data, **caller)
         code, detail = describe(exc)
         extra = {"errors": exc.detail} if code == "invalid" else {}
         if isinstance(exc, exceptions.Throttled):

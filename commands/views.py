@@ -11,13 +11,15 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import audit, clientip, openapi, scopes, services, streaming
+from commands import audit, checks, clientip, openapi, scopes, services, streaming
 from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
 from commands.filters import ExecutionFilter
 from commands.handlers import as_api_error
 from commands.models import AllowedCommand, ApiKey, Execution, Server
+from commands.permissions import EXECUTE_PERMISSIONS, check_key_may_check
 from commands.serializers import (
     AllowedCommandSerializer,
+    CheckReportSerializer,
     ExecuteRequestSerializer,
     ExecuteResultSerializer,
     ExecuteStartedSerializer,
@@ -64,6 +66,7 @@ SERVER_REF = OpenApiParameter(
     retrieve=extend_schema(parameters=[SERVER_REF]),
     commands=extend_schema(parameters=[SERVER_REF]),
     execute=extend_schema(parameters=[SERVER_REF]),
+    check=extend_schema(parameters=[SERVER_REF]),
 )
 class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     """Servers commands can be run on."""
@@ -118,6 +121,8 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         url_path="commands/execute",
         throttle_classes=[ExecuteRateThrottle],
         throttle_scope="command-execute",
+        # A session user also needs commands.execute_command (refusal audited above).
+        permission_classes=EXECUTE_PERMISSIONS,
         # JSON only: a form (curl -d without a Content-Type) is a 415 saying so, not
         # "This field is required" for fields that are in the body.
         parser_classes=[JSONParser],
@@ -150,6 +155,24 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             started = ExecuteStartedSerializer(execution).data
             return Response(started, status=202, headers={"Location": started["url"]})
         return Response(ExecuteResultSerializer(execution).data)
+
+    @openapi.check_schema
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="check",
+        throttle_classes=[ExecuteRateThrottle],
+        throttle_scope="command-execute",
+        permission_classes=EXECUTE_PERMISSIONS,
+    )
+    def check(self, request: Request, pk: str | None = None) -> Response:
+        """Check step by step that homelab can reach, trust, log in to and run on it."""
+        server = self.server_in_scope(key_of(request))
+        check_key_may_check(key_of(request), server, server_ref=str(self.kwargs.get("pk", "")))
+        # A check logs in over SSH like an execution: it uses the same per-key quota.
+        super().check_throttles(request)
+        report = checks.check_server(server, hide_paths=True)
+        return Response(CheckReportSerializer(report).data)
 
     def server_in_scope(self, key: ApiKey | None) -> Server | None:
         """The server to execute on. For a server-limited key, None for any server outside
@@ -187,7 +210,8 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
         return scopes.filter_executions(super().get_queryset(), key_of(self.request))
 
     @openapi.cancel_schema
-    @action(detail=True, methods=["post"])
+    # Any session user needs commands.execute_command to cancel, even one who started it.
+    @action(detail=True, methods=["post"], permission_classes=EXECUTE_PERMISSIONS)
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Stop a running execution on its server, from whichever worker runs it."""
         execution = self.get_object()
@@ -223,7 +247,8 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 def may_cancel(request: Request, execution: Execution) -> bool:
-    """The key or session user that started it, or a user with the execute permission."""
+    """The key or session user that started it, or a user with the execute permission
+    (a session user got here only with that permission: CanExecute)."""
     if isinstance(request.auth, ApiKey):
         if execution.api_key_id == request.auth.pk:
             return True

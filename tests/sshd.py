@@ -55,6 +55,9 @@ class SSHDaemon:
     host: str = "127.0.0.1"
     username: str = field(default_factory=getpass.getuser)
     process: subprocess.Popen | None = None
+    # Variables for every session, e.g. {"PATH": "/x"}. sshd honours only its first SetEnv
+    # line, so these join that line rather than going into extra_config.
+    environment: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ class SSHDaemon:
             "LogLevel VERBOSE",
             # Root's ~/.bashrc on these machines runs `pyenv init` (~150 ms a command);
             # bash skips .bashrc for a non-interactive shell when SHLVL is set.
-            "SetEnv SHLVL=1",
+            " ".join(["SetEnv SHLVL=1", *(f"{k}={v}" for k, v in self.environment.items())]),
             "Subsystem sftp internal-sftp",
             *self.extra_config,
         ]

@@ -224,6 +224,7 @@ def stack(tmp_path_factory, client_key):
     _, server_id = set_up(env, daemon, client_key)
     echo_only = manage(env, "createapikey", "echo-only", "--action", "t_echo").split()[-1]
     read_only = manage(env, "createapikey", "reader", "--read-only").split()[-1]
+    manage(env, "addserver", "elsewhere", "192.0.2.10")  # never contacted
     server = Daphne(env=env, log=tmp / "daphne.log")
     try:
         server.start()
@@ -269,6 +270,19 @@ def test_a_socket_refuses_a_read_only_key_with_key_scope_and_4403(stack):
 
     assert (code, refused[0]["code"]) == (4403, "key_scope")
     assert "read-only" in refused[0]["detail"]
+
+
+def test_a_server_limited_socket_cannot_tell_a_missing_server_from_one_outside_its_scope(stack):
+    server, server_id, _, _ = stack
+    key = manage(server.env, "createapikey", "box-only", "--server", "box").split()[-1]
+    other = manage(server.env, "createapikey", "elsewhere", "--server", "elsewhere").split()[-1]
+
+    missing, missing_code = run_over_socket(server, 987654, ECHO, key)
+    outside, outside_code = run_over_socket(server, server_id, ECHO, other)
+
+    assert (missing_code, missing[0]["code"]) == (4403, "key_scope")
+    assert (outside_code, outside[0]["code"]) == (4403, "key_scope")
+    assert "'987654'" in missing[0]["detail"] and "'box'" in outside[0]["detail"]
 
 
 # --- the audit trail ------------------------------------------------------------------------

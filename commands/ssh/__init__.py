@@ -6,7 +6,8 @@ of the `commands.exceptions.SSHError` family.
 
 hostkeys.py parses, fingerprints and fetches host keys; connect.py opens one pinned,
 authenticated connection; channel.py runs one command on an open channel; pool.py shares
-connections between threads (`SSHPooledExecutor`, `get_executor`).
+connections between threads (`SSHPooledExecutor`, `get_executor`); probe.py checks a
+server step by step on a fresh connection of its own (`Probe`, for commands/checks.py).
 """
 
 # The SSHError family is re-exported: callers catch it as `ssh.ConnectFailed` and the like.
@@ -32,6 +33,7 @@ from commands.ssh.channel import (
 from commands.ssh.connect import SSHTarget, check_private_key
 from commands.ssh.hostkeys import fetch_host_key, fingerprint, format_host_key, parse_host_key
 from commands.ssh.pool import SSHPooledExecutor, close_all, get_executor
+from commands.ssh.probe import Probe, ProbeFailed, ProbeRun, describe_key
 
 __all__ = [
     "KILL_AFTER_SECONDS",
@@ -46,12 +48,16 @@ __all__ = [
     "ConnectionLost",
     "HostKeyMismatch",
     "HostKeyUnknown",
+    "Probe",
+    "ProbeFailed",
+    "ProbeRun",
     "SSHError",
     "SSHPooledExecutor",
     "SSHTarget",
     "check_private_key",
     "clean_text",
     "close_all",
+    "describe_key",
     "fetch_host_key",
     "fingerprint",
     "format_host_key",
