@@ -40,6 +40,7 @@ sshd:
 test-tools:
 	@scripts/ensure-sudo
 	@scripts/ensure-nginx
+	@scripts/ensure-chromium
 
 # PostgreSQL and Redis on loopback for the production-profile tests (installed and started
 # when missing; left alone when HOMELAB_TEST_POSTGRES_URL / HOMELAB_TEST_REDIS_URL point elsewhere).

@@ -142,6 +142,12 @@ class AllowedCommand(models.Model):
         blank=True,
         help_text='Parameter name to regular expression, e.g. {"service": "^[a-z0-9@._-]+$"}.',
     )
+    parameter_help = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Parameter name to a short help text for clients, e.g. "
+        '{"service": "a systemd unit, e.g. nginx"}; edited in the admin as parameter rows.',
+    )
     template_tokens = models.JSONField(
         default=list,
         editable=False,

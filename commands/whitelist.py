@@ -135,6 +135,12 @@ def _compile_parameters(parameters: Any) -> dict[str, re.Pattern[str]]:
     return {name: _compile_pattern(name, pattern) for name, pattern in parameters.items()}
 
 
+def check_parameter(name: Any, pattern: Any) -> re.Pattern[str]:
+    """Validate one parameter (its name, and its pattern as check_rule does); the compiled
+    pattern, or ValidationError naming why (the admin shows it under the parameter's row)."""
+    return _compile_pattern(name, pattern)
+
+
 def _compile_pattern(name: Any, pattern: Any) -> re.Pattern[str]:
     if not isinstance(name, str) or not PARAMETER_NAME.fullmatch(name):
         raise ValidationError(

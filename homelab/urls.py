@@ -1,4 +1,4 @@
-"""URL routes: the versioned API, its schema and docs, and the admin."""
+"""URL routes: the front door, the versioned API, its schema and docs, and the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -8,7 +8,10 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from commands import frontdoor
+
 urlpatterns = [
+    path("", frontdoor.index, name="index"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("commands.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

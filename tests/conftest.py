@@ -193,3 +193,15 @@ def marker() -> Iterator[str]:
     for pid in processes_matching(value):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Where the browser tests saved their screenshots (tests/browser.py): pytest keeps a
+    passing test's output to itself, and CI's log should show them."""
+    import sys
+
+    browser = sys.modules.get("tests.browser")
+    if browser is not None and browser.SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for path in browser.SCREENSHOTS:
+            terminalreporter.write_line(str(path))

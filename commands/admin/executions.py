@@ -1,18 +1,37 @@
-"""The audit trail in the admin: read and filter, never edit."""
+"""The audit trail in the admin: read and filter, never edit; a running one live."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.db.models import Case, IntegerField, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
+from django.urls import reverse
 
 from commands.models import Execution
+from commands.permissions import may_execute
+
+# Running rows first (they are what an admin opens the trail for), then newest.
+RUNNING_FIRST = Case(
+    When(status=Execution.Status.RUNNING, then=Value(0)),
+    default=Value(1),
+    output_field=IntegerField(),
+)
 
 
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     """The audit trail is evidence: it can be read and filtered, never edited."""
 
+    change_form_template = "admin/commands/execution/change_form.html"
     list_display = ["created_at", "server_name", "action_type", "status", "exit_code", "who"]
-    list_filter = ["status", "action_type", "server_name"]
+    list_filter = ["status", "server_name", "action_type"]
     search_fields = ["command", "server_name", "api_key_name", "username"]
     date_hierarchy = "created_at"
+    ordering = [RUNNING_FIRST.asc(), "-created_at", "-id"]
 
     @admin.display(description="who")
     def who(self, execution: Execution) -> str:
@@ -26,3 +45,30 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        execution = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if execution is not None and execution.status == Execution.Status.RUNNING:
+            context["live"] = live_context(request, execution)
+        return super().change_view(request, object_id, form_url, context)
+
+
+def live_context(request: HttpRequest, execution: Execution) -> dict[str, Any]:
+    """What console.js needs to follow a running execution (and cancel it, if allowed:
+    the API checks that again)."""
+    return {
+        "mode": "execution",
+        "execution_id": execution.pk,
+        "stream": f"/ws/v1/executions/{execution.pk}/",
+        "cancel_url": reverse("execution-cancel", args=["__id__"]),
+        "audit_url": reverse("admin:commands_execution_change", args=["__id__"]),
+        "can_cancel": may_execute(request.user),
+        "csrf_token": get_token(request),
+    }

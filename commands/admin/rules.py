@@ -1,18 +1,38 @@
-"""The whitelist (AllowedCommand) in the admin, with its "try a command" box."""
+"""The whitelist (AllowedCommand) in the admin: parameter rows and the "try a command" box.
+
+A rule's parameters are edited as rows (name, pattern, help text) instead of raw JSON;
+they are stored as before, `parameters` = {name: pattern}, plus `parameter_help` =
+{name: text}. Patterns and templates are judged by check_rule() (commands/whitelist.py)
+alone: each row's pattern is checked by itself, so its error shows under its row, and the
+model's clean() checks the whole rule; this form puts each error at the field or row it
+concerns. Only the help texts (length, plain text) are checked here.
+"""
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from commands import rules, whitelist
+from commands import whitelist
+from commands.admin.parameter_rows import (
+    RULE_CODES,
+    TEMPLATE_CODES,
+    ParameterRow,
+    ParameterRowsField,
+    placeholders,
+    row_problems,
+    rows_of,
+    rows_to_fix,
+)
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Server
+from commands.rules import usable_on
 
 
 class TryCommandForm(forms.Form):
@@ -49,7 +69,7 @@ def try_rule(rule: AllowedCommand, command: str, server: Server | None) -> TryRe
     if not rule.enabled:
         detail = "The command matches, but the rule is disabled; enable it to allow this."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)
-    if not rules.usable_on(rule, server):
+    if not usable_on(rule, server):
         detail = f"The command matches, but the rule is not usable on server {server}."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)
     return TryResult(accepted=True, **shown)
@@ -61,7 +81,38 @@ NOWHERE = (
 )
 
 
+# --- parameter rows ------------------------------------------------------------------
 class AllowedCommandForm(forms.ModelForm):
+    parameters = ParameterRowsField(
+        label="Parameters",
+        help_text="One row per {name} in the template: the name, the regular expression "
+        "a value must fully match (never an empty value, a leading '-' or a line break), "
+        "and a short help text for clients. Blank rows are ignored; clear a row to remove "
+        "its parameter.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.row_errors: dict[int, list[str]] = {}
+        self.parameter_rows: list[ParameterRow] = []
+        if "parameters" in self.fields:  # not for a user who may only view rules
+            field = self.fields["parameters"]
+            saved_help = self.instance.parameter_help
+            field.saved_help = saved_help if isinstance(saved_help, dict) else {}
+            field.widget.row_errors = self.row_errors
+            self.initial["parameters"] = rows_of(self.instance.parameters, saved_help)
+
+    def clean_parameters(self) -> dict[str, str]:
+        rows = self.parameter_rows = self.cleaned_data["parameters"]
+        for index, row in enumerate(rows):
+            problems = row_problems(row, rows[:index])
+            if problems:
+                self.row_errors[index] = problems
+        if self.row_errors:
+            raise ValidationError(rows_to_fix(self.row_errors), code="parameter_rows")
+        self.instance.parameter_help = {row.name: row.help for row in rows if row.help}
+        return {row.name: row.pattern for row in rows}
+
     def clean(self) -> dict:
         cleaned = super().clean()
         if cleaned.get("all_servers") and cleaned.get("servers"):
@@ -71,6 +122,49 @@ class AllowedCommandForm(forms.ModelForm):
                 "Choose one: usable on every server, or limited to the selected servers.",
             )
         return cleaned
+
+    def add_error(self, field: str | None, error: Any) -> None:
+        # The model's clean() runs check_rule() and raises without a field: each of its
+        # errors goes to the field, or the row, it concerns.
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            # With the template or the rows in error, check_rule() saw the saved value, not
+            # what was typed: its verdict waits for the next save.
+            stale = self.has_error("template") or self.has_error("parameters")
+            errors = dict(error.error_dict)
+            for item in errors.pop(NON_FIELD_ERRORS, []):
+                if item.code not in RULE_CODES:
+                    errors.setdefault(NON_FIELD_ERRORS, []).append(item)
+                elif not stale:
+                    self.place_rule_error(item)
+            if not errors:
+                return
+            error = ValidationError(errors)
+        super().add_error(field, error)
+
+    def place_rule_error(self, error: ValidationError) -> None:
+        if error.code == "unused_parameter" and self.mark_unused_rows():
+            return
+        if error.code == "missing_pattern":
+            error = ValidationError(
+                "Token %(position)s is {%(name)s} but no parameter row is named %(quoted)s; "
+                "fill in a row with that name and its pattern (braces around a bare name "
+                "always mean a parameter).",
+                code=error.code,
+                params=error.params,
+            )
+        super().add_error("template" if error.code in TEMPLATE_CODES else "parameters", error)
+
+    def mark_unused_rows(self) -> bool:
+        used = placeholders(self.cleaned_data.get("template", ""))
+        for index, row in enumerate(self.parameter_rows):
+            if row.name not in used:
+                self.row_errors[index] = [
+                    f"Parameter {row.name!r} is declared but the template has no "
+                    f"{{{row.name}}} token; use it in the template or clear this row."
+                ]
+        if self.row_errors:
+            super().add_error("parameters", rows_to_fix(self.row_errors))
+        return bool(self.row_errors)
 
 
 @admin.register(AllowedCommand)

@@ -1,11 +1,34 @@
-"""Servers in the admin: connection settings and the pinned host key."""
+"""Servers in the admin: connection settings, the pinned host key, and the console.
+
+A server's change page runs commands (commands/static/commands/console.js posts to the
+API with the session and follows the execution's WebSocket), checks the server step by
+step and pins its host key. Everything that reaches the server needs may_execute,
+enforced in these views, not only hidden in the template.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
-from commands.models import Server
-from commands.ssh.hostkeys import check_host_key_strength, parse_host_key
+from commands import checks, services, ssh, whitelist
+from commands.exceptions import CommandRejected, SSHError
+from commands.models import AllowedCommand, Server
+from commands.permissions import NO_EXECUTE_PERMISSION, may_execute
+from commands.ssh.hostkeys import check_host_key_strength, keygen_fingerprint, parse_host_key
 
 
 class ServerForm(forms.ModelForm):
@@ -24,6 +47,7 @@ class ServerForm(forms.ModelForm):
 @admin.register(Server)
 class ServerAdmin(admin.ModelAdmin):
     form = ServerForm
+    change_form_template = "admin/commands/server/change_form.html"
     list_display = [
         "name",
         "hostname",
@@ -35,7 +59,268 @@ class ServerAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled", "use_sudo"]
     search_fields = ["name", "hostname", "notes"]
+    fields = [
+        "name",
+        "hostname",
+        "port",
+        "username",
+        "use_sudo",
+        "key_file",
+        "host_key",
+        "host_key_fingerprint",
+        "enabled",
+        "notes",
+    ]
+    readonly_fields = ["host_key_fingerprint"]
+    actions = ["check_servers"]
 
     @admin.display(boolean=True, description="host key pinned")
     def host_key_pinned(self, server: Server) -> bool:
         return bool(server.host_key)
+
+    @admin.display(description="pinned key's fingerprint")
+    def host_key_fingerprint(self, server: Server) -> str:
+        """As `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the server."""
+        if not server.host_key:
+            return "not pinned"
+        try:
+            return keygen_fingerprint(server.host_key)
+        except ValueError as exc:
+            return f"unusable ({exc})"
+
+    def has_execute_permission(self, request: HttpRequest) -> bool:
+        """Reaching a server (run, check, pin) needs may_execute; the admin's actions ask here."""
+        return may_execute(request.user)
+
+    def require_execute(self, request: HttpRequest) -> None:
+        if not may_execute(request.user):
+            raise PermissionDenied(NO_EXECUTE_PERMISSION)
+
+    # --- saving ----------------------------------------------------------------------------
+    def save_model(self, request: HttpRequest, obj: Server, form, change: bool) -> None:
+        moved = {"hostname", "port"} & set(form.changed_data)
+        if change and moved and obj.host_key and "host_key" not in form.changed_data:
+            # A new address is a new machine as far as trust goes (as addserver does):
+            # the old pin must not vouch for whatever answers there now.
+            obj.host_key = ""
+            self.message_user(
+                request,
+                f"The address of {obj.name} changed to {obj.address}, so its pinned host key "
+                'was cleared and commands are refused until you pin it again: use "Pin host '
+                f'key" on this page (or `./manage.py trusthost {obj.name}`) after checking '
+                "the fingerprint on the server.",
+                messages.WARNING,
+            )
+        super().save_model(request, obj, form, change)
+
+    # --- the change page -------------------------------------------------------------------
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/preview/", wrap(self.preview_view), name=f"{info}_preview"),
+            path("<path:object_id>/check/", wrap(self.check_view), name=f"{info}_check"),
+            path("<path:object_id>/pin/", wrap(self.pin_view), name=f"{info}_pin"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        server = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if server is not None:
+            context.update(self.console_context(request, server))
+        return super().change_view(request, object_id, form_url, context)
+
+    def console_context(self, request: HttpRequest, server: Server) -> dict[str, Any]:
+        """What the template and console.js need; no console without may_execute."""
+        if not may_execute(request.user):
+            return {"console": None, "may_execute": False, "may_pin": False}
+        rules = AllowedCommand.objects.usable_on(server).filter(enabled=True)
+        console = {
+            "mode": "server",
+            "rules": [rule_for_console(rule) for rule in rules],
+            "preview_url": reverse("admin:commands_server_preview", args=[server.pk]),
+            "execute_url": reverse("server-execute", args=[server.pk]),
+            "cancel_url": reverse("execution-cancel", args=["__id__"]),
+            "audit_url": reverse("admin:commands_execution_change", args=["__id__"]),
+            "csrf_token": get_token(request),
+        }
+        return {
+            "console": console,
+            "may_execute": True,
+            "may_pin": self.has_change_permission(request, server),
+        }
+
+    # --- preview: what Run would send --------------------------------------------------------
+    def preview_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """GET ?action_type=A&param.NAME=VALUE: {"argv", "command", "sent", "problems"} or
+        {"detail", "code", "problems"}; whitelist.match decides, as the API will."""
+        if not may_execute(request.user):
+            return JsonResponse(
+                {"detail": NO_EXECUTE_PERMISSION, "code": "permission_denied"}, status=403
+            )
+        server = self.get_object(request, unquote(object_id))
+        if server is None:
+            detail = f"No server with id {object_id!r}."
+            return JsonResponse({"detail": detail, "code": "server_not_found"}, status=404)
+        values = {
+            key.removeprefix("param."): value
+            for key, value in request.GET.items()
+            if key.startswith("param.")
+        }
+        status, body = preview(server, request.GET.get("action_type", ""), values)
+        return JsonResponse(body, status=status)
+
+    # --- check -----------------------------------------------------------------------------
+    @admin.action(description="Check selected servers", permissions=["execute"])
+    def check_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> HttpResponse:
+        self.require_execute(request)  # the action list hides it; a forged POST ends here
+        return self.check_report(request, list(queryset))
+
+    def check_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST (it opens an SSH session): the step-by-step check of one server."""
+        self.require_execute(request)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        server = self.get_object(request, unquote(object_id))
+        if server is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        return self.check_report(request, [server])
+
+    def check_report(self, request: HttpRequest, servers: list[Server]) -> TemplateResponse:
+        reports = [(server, checks.check_server(server)) for server in servers]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Server check" if len(servers) == 1 else "Servers check",
+            "reports": reports,
+        }
+        return TemplateResponse(request, "admin/commands/server/check_report.html", context)
+
+    # --- pin -------------------------------------------------------------------------------
+    def pin_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: fetch the server's key and show its fingerprint; POST: pin the key shown."""
+        self.require_execute(request)
+        server = self.get_object(request, unquote(object_id))
+        if server is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, server):
+            raise PermissionDenied("Pinning a host key needs the permission to change servers.")
+        change_url = reverse("admin:commands_server_change", args=[server.pk])
+        if request.method == "POST":
+            return self.pin(request, server, request.POST.get("host_key", ""), change_url)
+        try:
+            key = ssh.fetch_host_key(
+                server.hostname, server.port, timeout=settings.HOMELAB_CONNECT_TIMEOUT
+            )
+        except SSHError as exc:
+            self.message_user(request, f"Not pinned: {exc}", messages.ERROR)
+            return redirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": server,
+            "title": f"Pin the host key of {server.name}",
+            **pin_context(server, key),
+        }
+        return TemplateResponse(request, "admin/commands/server/pin_host_key.html", context)
+
+    def pin(self, request: HttpRequest, server: Server, key: str, change_url: str) -> HttpResponse:
+        try:
+            parsed = parse_host_key(key)
+            check_host_key_strength(parsed)
+        except ValueError as exc:
+            self.message_user(request, f"Not pinned: {exc}.", messages.ERROR)
+            return redirect(change_url)
+        server.host_key = ssh.format_host_key(parsed)
+        server.save(update_fields=["host_key", "updated_at"])
+        self.log_change(request, server, [{"changed": {"fields": ["pinned host key"]}}])
+        self.message_user(
+            request,
+            f"Pinned host key for {server.name}: {keygen_fingerprint(server.host_key)}.",
+            messages.SUCCESS,
+        )
+        return redirect(change_url)
+
+
+def pin_context(server: Server, key: str) -> dict[str, Any]:
+    """The confirmation page's facts: the fetched key, whether it is weak or already pinned."""
+    try:
+        check_host_key_strength(key)
+        weak = ""
+    except ValueError as exc:
+        weak = str(exc)
+    pinned = server.host_key.split()[:2] if server.host_key else None
+    return {
+        "host_key": key,
+        "fingerprint": keygen_fingerprint(key),
+        "weak": weak,
+        "already_pinned": pinned == key.split()[:2],
+        "replaces": keygen_fingerprint(server.host_key) if pinned else "",
+    }
+
+
+def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
+    """A rule as the Run panel shows it: its parameters in template order, with patterns."""
+    names = [name for token in rule.template_tokens if (name := placeholder(token))]
+    return {
+        "action_type": rule.action_type,
+        "description": rule.description,
+        "template": rule.template,
+        "parameters": [{"name": name, "pattern": rule.parameters.get(name, "")} for name in names],
+    }
+
+
+def placeholder(token: str) -> str | None:
+    found = whitelist.PLACEHOLDER.fullmatch(token)
+    return found.group(1) if found else None
+
+
+def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[int, dict]:
+    """(status, body) for what Run would send: the command text built from the rule's
+    tokens (each value one shell word), and the argv the server gets for it."""
+    rule = AllowedCommand.objects.usable_on(server).filter(action_type=action_type, enabled=True)
+    rule = rule.first()
+    if rule is None:
+        detail = f"No enabled rule named {action_type[:64]!r} is usable on server {server.name!r}."
+        return 400, {"detail": detail, "code": "not_whitelisted", "problems": {}}
+    try:
+        tokens = whitelist.check_rule(rule.template, rule.parameters)
+    except ValidationError as exc:
+        detail = f"Rule {rule.action_type!r} is invalid until an admin fixes it: {exc.messages[0]}"
+        return 400, {"detail": detail, "code": "not_whitelisted", "problems": {}}
+    problems = {
+        name: problem
+        for name, pattern in rule.parameters.items()
+        if (problem := parameter_problem(pattern, values.get(name, "")))
+    }
+    words = [values.get(name, "") if (name := placeholder(t)) else t for t in tokens]
+    command = shlex.join(words)
+    try:
+        found = whitelist.match(command, rule)  # rule: enabled, usable on server
+    except CommandRejected as exc:
+        return 400, {"detail": exc.detail, "code": exc.code, "problems": problems}
+    argv = services.sent_argv(server, found.argv)
+    return 200, {"argv": argv, "command": command, "sent": shlex.join(argv), "problems": {}}
+
+
+def parameter_problem(pattern: str, value: str) -> str:
+    """Why value cannot fill a parameter with this pattern ('' when it can): the checks
+    whitelist.match makes, per input, so each box is marked as the admin types."""
+    if not value:
+        return "Give a value."
+    if value.startswith("-"):
+        return "A value may not start with '-' (a program would read it as an option)."
+    try:
+        whitelist.check_command_text(value)
+    except CommandRejected as exc:
+        return exc.detail.replace("The command", "The value", 1)
+    if not re.fullmatch(pattern, value, whitelist.PATTERN_FLAGS):
+        return f"Does not match the pattern {pattern}."
+    return ""

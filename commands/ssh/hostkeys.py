@@ -60,6 +60,22 @@ def fingerprint(host_key: str | paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+# The key type as `ssh-keygen -l` names it, after the fingerprint.
+_KEYGEN_TYPES = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}
+
+
+def keygen_fingerprint(host_key_line: str) -> str:
+    """The line `ssh-keygen -lf` prints for a public key line 'TYPE BASE64 [comment]':
+    '256 SHA256:... comment (ED25519)', or '256 SHA256:... (ED25519)' without a comment
+    (where ssh-keygen says 'no comment'), so an admin can compare it with the server's."""
+    key = parse_host_key(host_key_line)
+    kind = key.get_name()
+    label = _KEYGEN_TYPES.get(kind) or ("ECDSA" if kind.startswith("ecdsa-") else kind)
+    comment = " ".join(host_key_line.split()[2:])
+    middle = f" {comment}" if comment else ""
+    return f"{key.get_bits()} {fingerprint(key)}{middle} ({label})"
+
+
 def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
     """The server's host key as 'TYPE BASE64', read from the handshake (no authentication)."""
     # Imported here, not at the top: connect.py imports this module for the pinned key.

@@ -1,0 +1,38 @@
+"""The front door at `/`: where the API docs and the admin are, and, for staff, a glance
+at the servers, the rules and the last executions.
+
+A plain Django page outside the API: DRF never sees it, so it is not in the OpenAPI
+schema, and unknown paths still get the JSON 404 under /api/ (commands/handlers.py).
+"""
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
+
+from commands.models import AllowedCommand, Execution, Server
+
+RECENT_EXECUTIONS = 10
+
+
+def is_staff(user: AbstractBaseUser | AnonymousUser) -> bool:
+    return bool(user.is_active and user.is_staff)
+
+
+# csrf_exempt: the page takes no writes at all, and without it a POST would get the CSRF
+# 403 before require_safe's 405 could say so.
+@csrf_exempt
+@require_safe
+def index(request: HttpRequest) -> HttpResponse:
+    """Links for everyone; counts and the last executions for logged-in staff only."""
+    user = request.user
+    context: dict = {"staff": is_staff(user)}
+    if context["staff"]:
+        context["servers"] = Server.objects.count()
+        context["rules"] = AllowedCommand.objects.count()
+        # Any staff login reads the audit trail through the API already (GET executions/).
+        context["executions"] = list(
+            Execution.objects.order_by("-created_at", "-id")[:RECENT_EXECUTIONS]
+        )
+    return render(request, "homelab/index.html", context)
