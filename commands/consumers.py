@@ -125,7 +125,7 @@ class ExecuteConsumer(ExecutionStreamConsumer):
         # A session user needs commands.execute_command; has_perm reads the database, so
         # it is decided here, off the event loop. An API key's scopes decide later.
         allowed = who is not None and (who.api_key is not None or may_execute(who.user))
-        return who, allowed, sockets.find_server(server_ref)
+        return who, allowed, sockets.find_server(server_ref, who.api_key if who else None)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if self.caller is None or self.subscription is not None:

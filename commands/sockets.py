@@ -90,11 +90,14 @@ def refusal(status: int, code: str, detail: str, **extra: Any) -> Refusal:
     return Refusal(close, {"type": "error", "code": code, "detail": detail, **extra})
 
 
-def find_server(server_ref: str) -> Server | None:
-    """The server by id (all digits) or name, as in the HTTP URLs; None if there is none."""
+def find_server(server_ref: str, api_key: ApiKey | None) -> Server | None:
+    """The server by id (all digits) or name, as in the HTTP URLs; None if there is none,
+    or if it is outside a server-limited key's scope (the key is not told which)."""
+    servers = scopes.filter_servers(Server.objects.all(), api_key)
     if server_ref.isascii() and server_ref.isdecimal():
-        return Server.objects.filter(pk=int(server_ref)).first()
-    return Server.objects.filter(name=server_ref).first()
+        pk = int(server_ref)
+        return servers.filter(pk=pk).first() if pk < 2**63 else None
+    return servers.filter(name=server_ref).first()
 
 
 def start_execution(

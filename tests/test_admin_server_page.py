@@ -241,7 +241,8 @@ def test_pin_shows_the_fetched_fingerprint_and_pins_only_when_confirmed(
     server.refresh_from_db()
     assert server.host_key == ""  # looking is not pinning
 
-    done = admin_client.post(pin, {"host_key": sshd.host_key}, follow=True)
+    confirmed = {"host_key": sshd.host_key, "fetched_from": server.address}
+    done = admin_client.post(pin, confirmed, follow=True)
     server.refresh_from_db()
     assert server.host_key == sshd.host_key
     assert f"Pinned host key for {server.name}" in page(done)
@@ -265,12 +266,42 @@ def test_pin_refuses_a_weak_host_key(admin_client, make_server, tmp_path, client
         pin = reverse("admin:commands_server_pin", args=[server.pk])
         shown = page(admin_client.get(pin))
         assert "1024-bit RSA key" in shown and 'id="pin-confirm"' not in shown
-        refused = admin_client.post(pin, {"host_key": daemon.host_key}, follow=True)
+        confirmed = {"host_key": daemon.host_key, "fetched_from": server.address}
+        refused = admin_client.post(pin, confirmed, follow=True)
         assert "Not pinned" in page(refused)
         server.refresh_from_db()
         assert server.host_key == ""
     finally:
         daemon.stop()
+
+
+def test_a_key_confirmed_for_an_address_that_changed_meanwhile_is_not_pinned(
+    admin_client, sshd, make_server
+):
+    server = make_server(sshd, host_key="")
+    pin = reverse("admin:commands_server_pin", args=[server.pk])
+    assert 'id="pin-confirm"' in page(admin_client.get(pin))
+    fetched_from = server.address
+    Server.objects.filter(pk=server.pk).update(port=server.port + 1)  # another admin's edit
+
+    refused = admin_client.post(
+        pin, {"host_key": sshd.host_key, "fetched_from": fetched_from}, follow=True
+    )
+
+    server.refresh_from_db()
+    assert server.host_key == ""
+    assert "address changed" in page(refused)
+
+
+def test_the_pin_page_replaces_a_pin_paramiko_no_longer_reads(admin_client, sshd, make_server):
+    server = make_server(sshd)
+    Server.objects.filter(pk=server.pk).update(host_key="ssh-dss AAAAB3NzaC1kc3MAAACBAP8=")
+    pin = reverse("admin:commands_server_pin", args=[server.pk])
+
+    shown = admin_client.get(pin)
+
+    assert shown.status_code == 200
+    assert "an unusable pin" in page(shown) and 'id="pin-confirm"' in page(shown)
 
 
 def test_pin_says_why_when_the_server_cannot_be_reached(admin_client, sshd, make_server):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django import forms
@@ -194,7 +195,10 @@ class ServerAdmin(admin.ModelAdmin):
         return self.check_report(request, [server])
 
     def check_report(self, request: HttpRequest, servers: list[Server]) -> TemplateResponse:
-        reports = [(server, checks.check_server(server)) for server in servers]
+        # In parallel: a host that accepts TCP and then stalls costs up to the connect
+        # timeout per step, and the action may check many servers in one request.
+        with ThreadPoolExecutor(max_workers=min(8, len(servers)) or 1) as pool:
+            reports = list(zip(servers, pool.map(checks.check_server, servers), strict=True))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -214,6 +218,15 @@ class ServerAdmin(admin.ModelAdmin):
             raise PermissionDenied("Pinning a host key needs the permission to change servers.")
         change_url = reverse("admin:commands_server_change", args=[server.pk])
         if request.method == "POST":
+            if request.POST.get("fetched_from") != address_of(server):
+                # Another admin changed the address since: this key came from the old one.
+                self.message_user(
+                    request,
+                    f"Not pinned: {server.name}'s address changed to {address_of(server)} since "
+                    "the key was fetched; use Pin host key again.",
+                    messages.ERROR,
+                )
+                return redirect(change_url)
             return self.pin(request, server, request.POST.get("host_key", ""), change_url)
         try:
             key = ssh.fetch_host_key(
@@ -257,13 +270,25 @@ def pin_context(server: Server, key: str) -> dict[str, Any]:
     except ValueError as exc:
         weak = str(exc)
     pinned = server.host_key.split()[:2] if server.host_key else None
+    replaces = ""
+    if pinned:
+        try:
+            replaces = keygen_fingerprint(server.host_key)
+        except ValueError as exc:  # a pin paramiko no longer reads (ssh-dss): replace it
+            replaces = f"(an unusable pin: {exc})"
     return {
         "host_key": key,
+        "fetched_from": address_of(server),
         "fingerprint": keygen_fingerprint(key),
         "weak": weak,
         "already_pinned": pinned == key.split()[:2],
-        "replaces": keygen_fingerprint(server.host_key) if pinned else "",
+        "replaces": replaces,
     }
+
+
+def address_of(server: Server) -> str:
+    """Where a fetched key came from: a pin confirmed for another address is refused."""
+    return server.address
 
 
 def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:

@@ -229,6 +229,7 @@
 
     function schedulePreview() {
       ready = null;
+      sequence++; // a preview already on its way answers for what was typed before
       runButton.disabled = true;
       clearTimeout(timer);
       timer = setTimeout(preview, 150);
@@ -236,7 +237,8 @@
 
     async function preview() {
       const mine = ++sequence;
-      const query = new URLSearchParams({ action_type: select.value });
+      const action = select.value; // the rule this preview is for, whatever changes meanwhile
+      const query = new URLSearchParams({ action_type: action });
       for (const { input } of inputs) query.append(`param.${input.name}`, input.value);
       let response;
       let body;
@@ -251,21 +253,27 @@
         return;
       }
       if (mine !== sequence) return; // a newer keystroke has its own preview on the way
+      if (response.redirected) {
+        // The session ended: the admin answered with its login page, not a preview.
+        argv.textContent = "";
+        showProblem("Your admin session has ended; log in again (reload the page).");
+        return;
+      }
       for (const { input, mark } of inputs) {
         const why = (body.problems || {})[input.name];
         input.setAttribute("aria-invalid", why ? "true" : "false");
         mark.className = `param-mark ${why ? "param-bad" : "param-ok"}`;
         mark.textContent = why ? `✗ ${why}` : "✓";
       }
-      if (response.ok) {
+      if (response.ok && Array.isArray(body.argv)) {
         argv.textContent = JSON.stringify(body.argv);
         argv.title = body.sent;
         showProblem("");
-        ready = { action_type: select.value, command: body.command };
+        ready = { action_type: action, command: body.command };
         runButton.disabled = running;
       } else {
         argv.textContent = "";
-        showProblem(body.detail);
+        showProblem(body.detail || `HTTP ${response.status}: the preview did not answer.`);
       }
     }
 
