@@ -65,13 +65,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) sshd
+# Issue 12's figures, each with its goal (docs/performance.md): latency against OpenSSH and
+# ansible, 50 at once on one server, 50 servers, throughput. The older benches
+# (executor_latency, executor_memory, api_latency, stream, asgi_servers) run on their own.
+bench: $(STAMP) sshd services
 	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-	$(BIN)/python bench/executor_latency.py
-	$(BIN)/python bench/executor_memory.py --megabytes 5
-	$(BIN)/python bench/api_latency.py --runs 100
-	$(BIN)/python bench/stream.py --lines 100 --each-megabytes 10
-	$(BIN)/python bench/asgi_servers.py --runs 100
+	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/many_servers.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

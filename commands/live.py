@@ -274,8 +274,12 @@ class RedisBackend:
                 message = await layer.receive(channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("the cancel listener lost the channel layer; retrying")
+            except Exception as exc:
+                # The class only: a Redis error's text may carry the URL with its password.
+                logger.warning(
+                    "the cancel listener lost the channel layer (%s); retrying",
+                    type(exc).__name__,
+                )
                 await asyncio.sleep(1)
                 continue
             if message.get("type") == "cancel" and isinstance(message.get("execution_id"), int):

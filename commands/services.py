@@ -56,6 +56,7 @@ def executor() -> ssh.SSHPooledExecutor:
     return ssh.get_executor(
         connect_timeout=settings.HOMELAB_CONNECT_TIMEOUT,
         idle_seconds=settings.HOMELAB_SSH_IDLE_SECONDS,
+        max_connections_per_target=settings.HOMELAB_SSH_MAX_CONNECTIONS,
     )
 
 
@@ -180,7 +181,9 @@ def execute_command(
     # command runs: PostgreSQL's idle_session_timeout, pgbouncer or a firewall may cut an
     # idle one, and a long command would pin one per running request. Closing costs a
     # reconnect per request (docs/performance.md). Inside a transaction (tests) it stays.
-    if not connection.in_atomic_block:
+    # SQLite is a file: nothing cuts an idle connection and none is pinned on a server,
+    # so it stays open (one connect less per request; docs/performance.md, issue 12).
+    if not connection.in_atomic_block and connection.vendor != "sqlite":
         connection.close()
     return complete(execution, run.future.result())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
+from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import BaseCache
@@ -44,6 +45,19 @@ return {0, tostring(tonumber(oldest[2]) + window - now)}
 """
 
 _local_lock = threading.Lock()
+_shared_clients: dict[tuple[str, ...], Any] = {}
+
+
+def shared_redis(backend: RedisCache) -> Any:
+    """One Redis cache client (and so one connection pool) per Redis for the process.
+    Django keeps a cache object per thread and ASGI runs each request on a new thread, so
+    through `backend._cache` every request opened a new Redis connection: ~1.5 ms of a
+    scale-out execute (docs/performance.md, issue 12). redis-py's pools are thread-safe."""
+    servers = tuple(backend._servers)
+    client = _shared_clients.get(servers)
+    if client is None:
+        client = _shared_clients.setdefault(servers, backend._cache)
+    return client
 
 
 class ExecuteRateThrottle(ScopedRateThrottle):
@@ -92,7 +106,7 @@ class ExecuteRateThrottle(ScopedRateThrottle):
     def record_in_redis(self, backend: RedisCache, key: str) -> tuple[bool, float]:
         full_key = backend.make_and_validate_key(key)
         try:
-            client = backend._cache.get_client(full_key, write=True)
+            client = shared_redis(backend).get_client(full_key, write=True)
             allowed, wait = client.eval(
                 SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
             )

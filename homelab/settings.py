@@ -230,6 +230,22 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # dead link) would hold a request for ever: give up after 5 s, and the API answers
     # 503 `unavailable` (commands/handlers.py). `?connect_timeout=N` in the URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Opt-in: Django's own pool (psycopg_pool) instead of a new connection per request and
+    # another after SSH, ~3 ms each on a local server (docs/performance.md, issue 12). No
+    # request holds one while its command runs: it goes back to the pool, which checks it
+    # before reuse (one cut by a restart is replaced) and closes it after 60 s unused. Off
+    # (0) by default: the pool's idle connections need idle_session_timeout (or pgbouncer's
+    # server_idle_timeout) above 60 s, and issue 10 wants none open during a command.
+    HOMELAB_DB_POOL_SIZE = env_int("HOMELAB_DB_POOL_SIZE", 0, minimum=0, maximum=200)
+    if HOMELAB_DB_POOL_SIZE:
+        # Django checks a pooled connection before handing it out only with this on.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 0,
+            "max_size": HOMELAB_DB_POOL_SIZE,
+            "max_idle": 60,
+            "timeout": 10,
+        }
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -276,6 +292,10 @@ HOMELAB_COMMAND_TIMEOUT = env_int("HOMELAB_COMMAND_TIMEOUT", 30, minimum=1, maxi
 HOMELAB_OUTPUT_LIMIT = env_int("HOMELAB_OUTPUT_LIMIT", 10240, minimum=1, maximum=10 * 1024 * 1024)
 HOMELAB_CONNECT_TIMEOUT = env_int("HOMELAB_CONNECT_TIMEOUT", 10, minimum=1, maximum=300)
 HOMELAB_SSH_IDLE_SECONDS = env_int("HOMELAB_SSH_IDLE_SECONDS", 300, minimum=1)
+# Pooled SSH connections per server, each running up to 8 commands at once (sshd's
+# MaxSessions is 10). 4 is polite to a small server (sshd's MaxStartups, its CPU); raise it
+# when one server gets more than 32 commands at once and can take it (docs/performance.md).
+HOMELAB_SSH_MAX_CONNECTIONS = env_int("HOMELAB_SSH_MAX_CONNECTIONS", 4, minimum=1, maximum=64)
 # Default age, in days, past which `pruneexecutions` deletes audit rows.
 HOMELAB_AUDIT_RETENTION_DAYS = env_int("HOMELAB_AUDIT_RETENTION_DAYS", 90, minimum=1)
 # Live executions: one bounded runner per process (see commands/runner.py).

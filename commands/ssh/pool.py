@@ -59,7 +59,8 @@ class SSHPooledExecutor:
 
     Connections are keyed by SSHTarget (host, port, user, key file, pinned host key), opened
     lazily, shared by threads up to `max_channels_per_connection` sessions each (below sshd's
-    MaxSessions, 10 by default) and closed after `idle_seconds` unused.
+    MaxSessions, 10 by default), at most `max_connections_per_target` per server (then
+    requests queue for a free session) and closed after `idle_seconds` unused.
     """
 
     # Class attributes so tests (and callers) subclass instead of patching.
@@ -73,7 +74,13 @@ class SSHPooledExecutor:
         keepalive_seconds: int = 15,
         max_channels_per_connection: int = 8,
         connect_timeout: float = 10,
+        max_connections_per_target: int | None = None,
     ) -> None:
+        if max_connections_per_target is not None:
+            if max_connections_per_target < 1:
+                raise ValueError("max_connections_per_target must be >= 1")
+            # Per instance (HOMELAB_SSH_MAX_CONNECTIONS); the class attribute is the default.
+            self.max_connections_per_target = max_connections_per_target
         self.idle_seconds = idle_seconds
         self.keepalive_seconds = keepalive_seconds
         self.max_channels_per_connection = max_channels_per_connection
