@@ -21,16 +21,21 @@ def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
     return AllowedCommand.objects.usable_on(server).filter(pk=rule.pk).exists()
 
 
+def find(action_type: str, server: Server | None = None) -> AllowedCommand | None:
+    """The enabled rule named action_type that may run on server, if there is one."""
+    return (
+        AllowedCommand.objects.usable_on(server)
+        .filter(action_type=action_type, enabled=True)
+        .first()
+    )
+
+
 def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
     """Match command against the enabled rule named action_type, usable on server.
 
     The returned Match's `rule` is the stored AllowedCommand (its timeout applies)."""
     check_command_text(command)  # before any query: a huge or binary command costs nothing
-    rule = (
-        AllowedCommand.objects.usable_on(server)
-        .filter(action_type=action_type, enabled=True)
-        .first()
-    )
+    rule = find(action_type, server)
     if rule is None:
         # Unknown, disabled and limited-elsewhere all read the same to a client.
         raise NotWhitelisted(_no_rule_detail(action_type, server))

@@ -293,7 +293,7 @@ def _check_placeholders(tokens: list[str], patterns: dict[str, re.Pattern[str]])
         )
     used: set[str] = set()
     for position, token in enumerate(tokens, start=1):
-        name = _placeholder(token)
+        name = placeholder(token)
         if name is None:
             if PLACEHOLDER.search(token):
                 raise ValidationError(
@@ -320,7 +320,8 @@ def _check_placeholders(tokens: list[str], patterns: dict[str, re.Pattern[str]])
     return used
 
 
-def _placeholder(token: str) -> str | None:
+def placeholder(token: str) -> str | None:
+    """The parameter name of a whole `{name}` template token; None for a literal."""
     found = PLACEHOLDER.fullmatch(token)
     return found.group(1) if found else None
 
@@ -361,7 +362,7 @@ def match(command: str, rule: Rule) -> Match:
     _compare_shape(tokens, template, rule)
     params: dict[str, str] = {}
     for position, (expected, token) in enumerate(zip(template, tokens, strict=True), start=1):
-        name = _placeholder(expected)
+        name = placeholder(expected)
         if name is not None:
             _check_value(name, token, position, rule)
             params[name] = token
@@ -393,7 +394,7 @@ def _split_command(command: str, rule: Rule) -> list[str]:
 def _compare_shape(tokens: list[str], template: list[str], rule: Rule) -> None:
     # Literals first, up to the shorter length: the first differing position is named.
     for position, (expected, token) in enumerate(zip(template, tokens, strict=False), start=1):
-        if _placeholder(expected) is None and token != expected:
+        if placeholder(expected) is None and token != expected:
             raise NotWhitelisted(
                 f"Token {position} ({token!r}) does not match rule {rule.action_type!r}, "
                 f"which expects {expected!r} there."

@@ -394,7 +394,7 @@ def commands(draw: st.DrawFn, tail: bool) -> tuple[AllowedCommand, str, dict[str
     chosen = draw(st.sampled_from(PROPERTY_RULES))
     words, values = [], {}
     for token in whitelist.check_rule(chosen.template, chosen.parameters):
-        name = whitelist._placeholder(token)
+        name = whitelist.placeholder(token)
         if name is None:
             value = token
         else:
@@ -409,7 +409,7 @@ def check_accepted(found: whitelist.Match) -> None:
     assert shlex.split(found.sent) == found.argv
     template = whitelist.check_rule(found.rule.template, found.rule.parameters)
     for expected, token in zip(template, found.argv, strict=True):
-        name = whitelist._placeholder(expected)
+        name = whitelist.placeholder(expected)
         if name is None:
             assert token == expected
         else:

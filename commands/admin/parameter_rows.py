@@ -79,7 +79,7 @@ def placeholders(template: str) -> set[str]:
         tokens = shlex.split(template)
     except ValueError:
         return set()
-    return {found[1] for token in tokens if (found := whitelist.PLACEHOLDER.fullmatch(token))}
+    return {name for token in tokens if (name := whitelist.placeholder(token))}
 
 
 class ParameterRowsWidget(forms.Widget):

@@ -25,7 +25,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from commands import checks, services, ssh, whitelist
+from commands import checks, rules, services, ssh, whitelist
 from commands.exceptions import CommandRejected, SSHError
 from commands.models import AllowedCommand, Server
 from commands.permissions import NO_EXECUTE_PERMISSION, may_execute
@@ -293,7 +293,7 @@ def address_of(server: Server) -> str:
 
 def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
     """A rule as the Run panel shows it: its parameters in template order, with patterns."""
-    names = [name for token in rule.template_tokens if (name := placeholder(token))]
+    names = [name for token in rule.template_tokens if (name := whitelist.placeholder(token))]
     return {
         "action_type": rule.action_type,
         "description": rule.description,
@@ -302,16 +302,10 @@ def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
     }
 
 
-def placeholder(token: str) -> str | None:
-    found = whitelist.PLACEHOLDER.fullmatch(token)
-    return found.group(1) if found else None
-
-
 def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[int, dict]:
     """(status, body) for what Run would send: the command text built from the rule's
     tokens (each value one shell word), and the argv the server gets for it."""
-    rule = AllowedCommand.objects.usable_on(server).filter(action_type=action_type, enabled=True)
-    rule = rule.first()
+    rule = rules.find(action_type, server)
     if rule is None:
         detail = f"No enabled rule named {action_type[:64]!r} is usable on server {server.name!r}."
         return 400, {"detail": detail, "code": "not_whitelisted", "problems": {}}
@@ -325,7 +319,7 @@ def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[i
         for name, pattern in rule.parameters.items()
         if (problem := parameter_problem(pattern, values.get(name, "")))
     }
-    words = [values.get(name, "") if (name := placeholder(t)) else t for t in tokens]
+    words = [values.get(name, "") if (name := whitelist.placeholder(t)) else t for t in tokens]
     command = shlex.join(words)
     try:
         found = whitelist.match(command, rule)  # rule: enabled, usable on server
