@@ -31,9 +31,15 @@ from commands.ssh.channel import (
     run_command,
 )
 from commands.ssh.connect import SSHTarget, check_private_key
-from commands.ssh.hostkeys import fetch_host_key, fingerprint, format_host_key, parse_host_key
+from commands.ssh.hostkeys import (
+    describe_key,
+    fetch_host_key,
+    fingerprint,
+    format_host_key,
+    parse_host_key,
+)
 from commands.ssh.pool import SSHPooledExecutor, close_all, get_executor
-from commands.ssh.probe import Probe, ProbeFailed, ProbeRun, describe_key
+from commands.ssh.probe import Probe, ProbeFailed, ProbeRun
 
 __all__ = [
     "KILL_AFTER_SECONDS",

@@ -61,17 +61,27 @@ def fingerprint(host_key: str | paramiko.PKey) -> str:
 
 
 # The key type as `ssh-keygen -l` names it, after the fingerprint.
-_KEYGEN_TYPES = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}
+# `ssh-keygen -l` names a key type by these words (ECDSA keys by "ECDSA").
+_KEYGEN_TYPES = {
+    "ssh-ed25519": "ED25519",
+    "ssh-rsa": "RSA",
+    "ssh-dss": "DSA",
+    "sk-ssh-ed25519@openssh.com": "ED25519-SK",
+    "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK",
+}
 
 
 def keygen_fingerprint(host_key_line: str) -> str:
     """The line `ssh-keygen -lf` prints for a public key line 'TYPE BASE64 [comment]':
     '256 SHA256:... comment (ED25519)', or '256 SHA256:... (ED25519)' without a comment
     (where ssh-keygen says 'no comment'), so an admin can compare it with the server's."""
-    key = parse_host_key(host_key_line)
+    return describe_key(parse_host_key(host_key_line), " ".join(host_key_line.split()[2:]))
+
+
+def describe_key(key: paramiko.PKey, comment: str = "") -> str:
+    """A public key as `ssh-keygen -lf` prints it: `256 SHA256:... [comment] (ED25519)`."""
     kind = key.get_name()
-    label = _KEYGEN_TYPES.get(kind) or ("ECDSA" if kind.startswith("ecdsa-") else kind)
-    comment = " ".join(host_key_line.split()[2:])
+    label = _KEYGEN_TYPES.get(kind) or ("ECDSA" if kind.startswith("ecdsa-") else kind.upper())
     middle = f" {comment}" if comment else ""
     return f"{key.get_bits()} {fingerprint(key)}{middle} ({label})"
 

@@ -20,18 +20,9 @@ import paramiko
 
 from commands.ssh.channel import _pump, _send_exec, _Streams
 from commands.ssh.connect import SSHTarget
-from commands.ssh.hostkeys import _disabled_host_key_algorithms, fingerprint, parse_host_key
+from commands.ssh.hostkeys import _disabled_host_key_algorithms, describe_key, parse_host_key
 
 OUTPUT_LIMIT = 4096  # a probe command prints a line; a chatty login shell is cut here
-
-# `ssh-keygen -l` names a key type by these words.
-_KEY_TYPES = {
-    "ssh-ed25519": "ED25519",
-    "ssh-rsa": "RSA",
-    "ssh-dss": "DSA",
-    "sk-ssh-ed25519@openssh.com": "ED25519-SK",
-    "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK",
-}
 
 
 class ProbeFailed(Exception):
@@ -50,13 +41,6 @@ class ProbeRun:
     exit_code: int
     stdout: str
     stderr: str
-
-
-def describe_key(key: paramiko.PKey) -> str:
-    """A public key as `ssh-keygen -lf` prints it: `256 SHA256:... (ED25519)`."""
-    kind = key.get_name()
-    label = _KEY_TYPES.get(kind) or ("ECDSA" if kind.startswith("ecdsa-") else kind.upper())
-    return f"{key.get_bits()} {fingerprint(key)} ({label})"
 
 
 class Probe:
