@@ -208,6 +208,19 @@ class AllowedCommand(models.Model):
         from commands import whitelist
 
         self.template_tokens = whitelist.check_rule(self.template, self.parameters)
+        help_texts = self.parameter_help
+        if not isinstance(help_texts, dict) or not all(
+            isinstance(text, str) for text in help_texts.values()
+        ):
+            raise ValidationError(
+                {
+                    "parameter_help": 'Give an object of parameter name to text, e.g. {"service": '
+                    '"a systemd unit"}.'
+                },
+                code="invalid_parameter_help",
+            )
+        # Help for a parameter the rule no longer has (renamed by allowcommand) is dropped.
+        self.parameter_help = {k: v for k, v in help_texts.items() if k in self.parameters}
 
 
 ACTION_TYPE = re.compile(r"[-a-zA-Z0-9_]{1,64}")

@@ -285,6 +285,7 @@ check_schema = extend_schema(
     examples=[
         example("passed", 200, CHECK_PASSED),
         example("failed at tcp", 200, CHECK_FAILED),
+        error(400, "server_disabled", "Server web is disabled; enable it in the admin."),
         error(401, "not_authenticated", "Authentication credentials were not provided."),
         error(
             403,
@@ -318,6 +319,11 @@ check_schema = extend_schema(
             description="The check ran, passed or not (`ok`): each step with its time, what "
             "it found and, for the one that failed, how to fix it. It uses a fresh SSH "
             "connection, closed at the end; the private key's path shows as `<key file>`.",
+        ),
+        400: OpenApiResponse(
+            ErrorSerializer,
+            description="`server_disabled`: the server is switched off, so the API does not "
+            "log in to it (`./manage.py checkserver` and the admin still check it).",
         ),
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
         403: OpenApiResponse(

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from commands import audit, checks, clientip, openapi, scopes, services, streaming
-from commands.exceptions import HomelabError, ServerNotFound, ServiceUnavailable
+from commands.exceptions import HomelabError, ServerDisabled, ServerNotFound, ServiceUnavailable
 from commands.filters import ExecutionFilter
 from commands.handlers import as_api_error
 from commands.models import AllowedCommand, ApiKey, Execution, Server
@@ -169,6 +169,9 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         """Check step by step that homelab can reach, trust, log in to and run on it."""
         server = self.server_in_scope(key_of(request))
         check_key_may_check(key_of(request), server, server_ref=str(self.kwargs.get("pk", "")))
+        if not server.enabled:
+            # As execute: an API client does not log in to a server an admin switched off.
+            raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
         # A check logs in over SSH like an execution: it uses the same per-key quota.
         super().check_throttles(request)
         report = checks.check_server(server, hide_paths=True)

@@ -207,6 +207,8 @@ TEMPLATES = [
     },
 ]
 
+# Read for every database so a bad value is refused anywhere; it applies to PostgreSQL.
+HOMELAB_DB_POOL_SIZE = env_int("HOMELAB_DB_POOL_SIZE", 0, minimum=0, maximum=200)
 try:
     DATABASES = {
         "default": dj_database_url.parse(
@@ -236,8 +238,14 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # before reuse (one cut by a restart is replaced) and closes it after 60 s unused. Off
     # (0) by default: the pool's idle connections need idle_session_timeout (or pgbouncer's
     # server_idle_timeout) above 60 s, and issue 10 wants none open during a command.
-    HOMELAB_DB_POOL_SIZE = env_int("HOMELAB_DB_POOL_SIZE", 0, minimum=0, maximum=200)
     if HOMELAB_DB_POOL_SIZE:
+        if DATABASES["default"].get("CONN_MAX_AGE"):
+            # Django refuses a pool with persistent connections, but only at the first
+            # query: say so at start-up, naming both variables.
+            raise ImproperlyConfigured(
+                "HOMELAB_DB_POOL_SIZE and DATABASE_CONN_MAX_AGE cannot both be set: the pool "
+                "already keeps connections. Unset DATABASE_CONN_MAX_AGE (or set it to 0)."
+            )
         # Django checks a pooled connection before handing it out only with this on.
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
         DATABASES["default"]["OPTIONS"]["pool"] = {

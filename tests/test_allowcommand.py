@@ -3,6 +3,7 @@
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from commands import rules
@@ -52,6 +53,26 @@ def test_it_updates_a_rule_keeping_what_is_not_given():
     assert (rule.description, rule.enabled) == ("Ping", False)
     assert list(rule.servers.all()) == [nas]
     assert AllowedCommand.objects.filter(action_type="ping_host").count() == 1
+
+
+@pytest.mark.django_db
+def test_renaming_a_parameter_drops_the_old_ones_help():
+    allow("ping_host", "ping -c 3 {host}", "--param", f"host={HOST}")
+    AllowedCommand.objects.filter(action_type="ping_host").update(
+        parameter_help={"host": "a name on the LAN"}
+    )
+
+    allow("ping_host", "ping -c 1 {target}", "--param", f"target={HOST}")
+
+    assert AllowedCommand.objects.get(action_type="ping_host").parameter_help == {}
+
+
+@pytest.mark.django_db
+def test_help_that_is_not_text_is_refused():
+    rule = AllowedCommand(action_type="t", template="echo {x}", parameters={"x": HOST})
+    rule.parameter_help = {"x": ["not", "text"]}
+    with pytest.raises(ValidationError, match="parameter name to text"):
+        rule.save()
 
 
 @pytest.mark.django_db

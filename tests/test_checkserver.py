@@ -318,6 +318,18 @@ def test_a_key_limited_to_other_servers_gets_key_scope_whether_or_not_the_server
 
 
 @pytest.mark.django_db
+def test_the_api_does_not_log_in_to_a_disabled_server_but_the_command_does(
+    api_client, sshd, make_server
+):
+    server = make_server(sshd, enabled=False)
+
+    response = api_client.post(url(server.pk))
+    assert (response.status_code, response.json()["code"]) == (400, "server_disabled")
+    assert sshd.accepted_connections() == 0
+    assert via_cli(server).ok  # an admin may check a server before switching it on
+
+
+@pytest.mark.django_db
 def test_an_unknown_server_is_a_404(api_client):
     response = api_client.post(url("no-such-server"))
 

@@ -21,9 +21,10 @@ import psycopg
 import pytest
 
 from commands import services, ssh
+from commands.exceptions import Busy
 from tests.live import Daphne, call, set_up
 from tests.services import postgres_url, redis_url
-from tests.sshd import target_for
+from tests.sshd import target_for, wait_for
 from tests.test_production_profile import database  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,28 @@ def test_the_setting_bounds_connections_per_server_under_load(
     assert daemon.accepted_connections() == limit
 
 
+def test_a_command_that_finds_every_session_taken_is_busy_and_nothing_runs(
+    sshd_factory, client_key, tmp_path
+):
+    """One connection of one session, the wait for it bounded by the connect timeout: the
+    second command gets Busy (503 + Retry-After over HTTP), and never reaches the server."""
+    daemon = sshd_factory()
+    target = target_for(daemon, client_key)
+    pool = ssh.SSHPooledExecutor(
+        max_connections_per_target=1, max_channels_per_connection=1, connect_timeout=1
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=1) as threads:
+            first = threads.submit(pool.execute, target, "sleep 3", timeout=30)
+            assert wait_for(lambda: daemon.session_pids(), timeout=10)
+            with pytest.raises(Busy, match="stayed busy for 1 s"):
+                pool.execute(target, f"touch {tmp_path / 'ran'}", timeout=30)
+            assert first.result().exit_code == 0
+        assert not (tmp_path / "ran").exists()
+    finally:
+        pool.close()
+
+
 # --- HOMELAB_DB_POOL_SIZE: Django's PostgreSQL pool, opt-in ------------------------------
 def pool_option(env: dict) -> str:
     code = (
@@ -112,6 +135,36 @@ def test_the_database_pool_is_off_unless_asked_for():
     assert "'max_size': 6" in pooled and "'min_size': 0" in pooled
     # SQLite has no pool: the variable changes nothing there.
     assert pool_option({"DATABASE_URL": "sqlite:////tmp/x.sqlite3", "HOMELAB_DB_POOL_SIZE": "6"})
+
+
+def settings_error(env: dict) -> str:
+    """What importing the settings with env says on stderr (it must fail)."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import homelab.settings"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SECRET_KEY": "test-only-secret-key", **env},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    return result.stderr
+
+
+def test_a_bad_pool_size_is_refused_on_any_database_naming_the_variable():
+    for url in ("sqlite:////tmp/x.sqlite3", "postgres://homelab@127.0.0.1:5432/homelab"):
+        said = settings_error({"DATABASE_URL": url, "HOMELAB_DB_POOL_SIZE": "abc"})
+        assert "HOMELAB_DB_POOL_SIZE='abc'" in said
+
+
+def test_the_pool_with_persistent_connections_is_refused_at_start_up_naming_both():
+    said = settings_error(
+        {
+            "DATABASE_URL": "postgres://homelab@127.0.0.1:5432/homelab",
+            "HOMELAB_DB_POOL_SIZE": "5",
+            "DATABASE_CONN_MAX_AGE": "60",
+        }
+    )
+    assert "HOMELAB_DB_POOL_SIZE" in said and "DATABASE_CONN_MAX_AGE" in said
 
 
 def test_a_pooled_worker_replaces_cut_connections_and_holds_at_most_the_pool(

@@ -24,6 +24,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 
 from commands import checks, rules, services, ssh, whitelist
 from commands.exceptions import CommandRejected, SSHError
@@ -252,7 +253,19 @@ class ServerAdmin(admin.ModelAdmin):
             self.message_user(request, f"Not pinned: {exc}.", messages.ERROR)
             return redirect(change_url)
         server.host_key = ssh.format_host_key(parsed)
-        server.save(update_fields=["host_key", "updated_at"])
+        # Only while the address is still the one the key came from (checked just before,
+        # in pin_view): an edit landing in between must not receive this key.
+        pinned = Server.objects.filter(
+            pk=server.pk, hostname=server.hostname, port=server.port
+        ).update(host_key=server.host_key, updated_at=timezone.now())
+        if not pinned:
+            self.message_user(
+                request,
+                f"Not pinned: {server.name}'s address changed while pinning; use Pin host key "
+                "again.",
+                messages.ERROR,
+            )
+            return redirect(change_url)
         self.log_change(request, server, [{"changed": {"fields": ["pinned host key"]}}])
         self.message_user(
             request,

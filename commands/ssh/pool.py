@@ -16,7 +16,7 @@ from typing import Any
 import fabric
 import paramiko
 
-from commands.exceptions import CommandStopped, ConnectFailed, SSHError
+from commands.exceptions import Busy, CommandStopped, ConnectFailed, SSHError
 from commands.ssh.channel import CommandResult, run_command
 from commands.ssh.connect import SSHTarget, _connect, _where
 from commands.ssh.hostkeys import _pinned_key
@@ -260,9 +260,12 @@ class SSHPooledExecutor:
                 return pooled
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConnectFailed(
-                    f"all SSH sessions to {_where(target)} stayed busy for "
-                    f"{self.connect_timeout:g} s; nothing was run, try again later"
+                # Not an SSH failure: the server is fine, just fully used (503 + Retry-After).
+                raise Busy(
+                    f"all {len(conns) * self.max_channels_per_connection} SSH sessions to "
+                    f"{_where(target)} stayed busy for {self.connect_timeout:g} s "
+                    "(HOMELAB_SSH_MAX_CONNECTIONS connections x 8 sessions); nothing was run, "
+                    "try again shortly"
                 )
             # With a stop event, look at it now and then: _release does not know of it.
             self._cond.wait(remaining if stop is None else min(remaining, 0.1))
