@@ -38,6 +38,11 @@ def may_execute(user: Any) -> bool:
     )
 
 
+def may_read(user: Any) -> bool:
+    """Whether a logged-in user may read servers, rules and the audit trail: active staff."""
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+
+
 class IsApiKeyOrStaff(BasePermission):
     """Allows requests carrying a valid API key, or from an authenticated staff user."""
 
@@ -46,8 +51,18 @@ class IsApiKeyOrStaff(BasePermission):
     def has_permission(self, request, view) -> bool:
         if isinstance(request.auth, ApiKey):
             return True
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
+        return may_read(request.user)
+
+
+class StaffMayRead:
+    """ModelAdmin mixin: any staff login may look (read-only) at what the API lets it read,
+    without the model's view permission; adding, changing and deleting keep theirs."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return may_read(request.user) or super().has_view_permission(request, obj)
+
+    def has_module_permission(self, request) -> bool:
+        return may_read(request.user) or super().has_module_permission(request)
 
 
 class CanExecute(BasePermission):

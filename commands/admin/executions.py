@@ -12,7 +12,7 @@ from django.middleware.csrf import get_token
 from django.urls import reverse
 
 from commands.models import Execution
-from commands.permissions import may_execute
+from commands.permissions import StaffMayRead, may_execute
 
 # Running rows first (they are what an admin opens the trail for), then newest.
 RUNNING_FIRST = Case(
@@ -23,7 +23,7 @@ RUNNING_FIRST = Case(
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(StaffMayRead, admin.ModelAdmin):
     """The audit trail is evidence: it can be read and filtered, never edited."""
 
     change_form_template = "admin/commands/execution/change_form.html"

@@ -32,6 +32,7 @@ from commands.admin.parameter_rows import (
 )
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Server
+from commands.permissions import StaffMayRead
 from commands.rules import usable_on
 
 
@@ -168,7 +169,7 @@ class AllowedCommandForm(forms.ModelForm):
 
 
 @admin.register(AllowedCommand)
-class AllowedCommandAdmin(admin.ModelAdmin):
+class AllowedCommandAdmin(StaffMayRead, admin.ModelAdmin):
     """Rules take effect on save: every request reads its rule from the database."""
 
     form = AllowedCommandForm

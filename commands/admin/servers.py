@@ -29,7 +29,7 @@ from django.utils import timezone
 from commands import checks, rules, services, ssh, whitelist
 from commands.exceptions import CommandRejected, SSHError
 from commands.models import AllowedCommand, Server
-from commands.permissions import NO_EXECUTE_PERMISSION, may_execute
+from commands.permissions import NO_EXECUTE_PERMISSION, StaffMayRead, may_execute
 from commands.ssh.hostkeys import check_host_key_strength, keygen_fingerprint, parse_host_key
 
 
@@ -47,7 +47,7 @@ class ServerForm(forms.ModelForm):
 
 
 @admin.register(Server)
-class ServerAdmin(admin.ModelAdmin):
+class ServerAdmin(StaffMayRead, admin.ModelAdmin):
     form = ServerForm
     change_form_template = "admin/commands/server/change_form.html"
     list_display = [
