@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import interleaved, summary  # noqa: E402
 from commands import ssh  # noqa: E402
 from tests.live import wait_for_http  # noqa: E402
 from tests.sshd import SSHDaemon, free_port, keygen, public_key, terminate  # noqa: E402
@@ -74,13 +73,6 @@ def embedded_service(work: Path, **settings: str) -> tuple[SSHDaemon, Path, dict
     return daemon, key_file, env, api_key
 
 
-def timed(fn, samples: list[float], runs: int) -> None:
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -100,17 +92,13 @@ def main() -> None:
                            daemon.host_key)  # fmt: skip
     executor = ssh.SSHPooledExecutor()
     variants = {
-        "executor, warm pool": lambda: executor.execute(target, "echo hi", timeout=30),
-        "POST .../execute": lambda: post(port, api_key, "echo hi", "t_hi"),
-    }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+        "executor, warm pool": (
+            lambda: executor.execute(target, "echo hi", timeout=30), args.runs),
+        "POST .../execute": (lambda: post(port, api_key, "echo hi", "t_hi"), args.runs),
+    }  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/api/schema/")
-        for fn in variants.values():
-            fn()  # warm: pools, imports, first queries
-        for _ in range(args.rounds):
-            for name, fn in variants.items():
-                timed(fn, samples[name], max(args.runs // args.rounds, 1))
+        samples = interleaved(variants, args.rounds)
     finally:
         executor.close()
         terminate(server)
@@ -120,9 +108,7 @@ def main() -> None:
     print(f"{'variant':24} {'n':>5} {'median ms':>10} {'p95 ms':>8}")
     medians = {}
     for name, values in samples.items():
-        ordered = sorted(values)
-        medians[name] = statistics.median(ordered)
-        p95 = ordered[int(len(ordered) * 0.95) - 1]
+        medians[name], p95 = summary(values)
         print(f"{name:24} {len(values):5d} {medians[name]:10.2f} {p95:8.2f}")
     base, api = medians.values()
     print(f"API overhead: {api - base:.2f} ms per command ({api / base:.2f}x the executor)")

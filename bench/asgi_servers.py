@@ -19,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api_latency import embedded_service, timed  # noqa: E402
+from bench.api_latency import embedded_service  # noqa: E402
+from bench.common import interleaved, summary  # noqa: E402
 from tests.live import wait_for_http  # noqa: E402
 from tests.sshd import free_port, terminate  # noqa: E402
 
@@ -70,11 +70,12 @@ def main() -> None:
     body = {"command": "echo hi", "action_type": "t_hi"}
     variants = {}
     for name, port in ports.items():
-        variants[f"{name}: 401 (no key)"] = lambda p=port: request(p, "GET", "/api/v1/servers/")
-        variants[f"{name}: POST .../execute"] = lambda p=port: request(
-            p, "POST", execute, key, body
+        variants[f"{name}: 401 (no key)"] = (
+            lambda p=port: request(p, "GET", "/api/v1/servers/"),
+            args.runs,
         )
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+        variants[f"{name}: POST .../execute"] = (
+            lambda p=port: request(p, "POST", execute, key, body), args.runs)  # fmt: skip
     try:
         for name, command in SERVERS.items():
             log = (work / f"{name}.log").open("wb")
@@ -82,11 +83,7 @@ def main() -> None:
                                           stderr=log))  # fmt: skip
         for port in ports.values():
             wait_for_http(f"http://127.0.0.1:{port}/api/schema/")
-        for fn in variants.values():
-            fn()  # warm: pools, imports, first queries
-        for _ in range(args.rounds):
-            for name, fn in variants.items():
-                timed(fn, samples[name], max(args.runs // args.rounds, 1))
+        samples = interleaved(variants, args.rounds)
     finally:
         for proc in procs:
             terminate(proc)
@@ -95,9 +92,8 @@ def main() -> None:
     print(f"`echo hi` via OpenSSH sshd on 127.0.0.1, {os.cpu_count()} CPUs, embedded profile")
     print(f"{'variant':34} {'n':>5} {'median ms':>10} {'p95 ms':>8}")
     for name, values in samples.items():
-        ordered = sorted(values)
-        p95 = ordered[int(len(ordered) * 0.95) - 1]
-        print(f"{name:34} {len(values):5d} {statistics.median(ordered):10.2f} {p95:8.2f}")
+        median, p95 = summary(values)
+        print(f"{name:34} {len(values):5d} {median:10.2f} {p95:8.2f}")
 
 
 if __name__ == "__main__":

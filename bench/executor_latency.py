@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import fabric  # noqa: E402
 import paramiko  # noqa: E402
 
+from bench.common import interleaved, summary  # noqa: E402
 from commands import ssh  # noqa: E402
 from commands.ssh.channel import _server_side_command  # noqa: E402
 from tests.sshd import SSHDaemon, keygen, public_key  # noqa: E402
@@ -84,18 +83,6 @@ def fresh_fabric_run(daemon: SSHDaemon, key: Path) -> None:
         conn.run("true", hide=True, in_stream=False)
 
 
-def timed(fn: Callable[[], object], samples: list[float], runs: int) -> None:
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-
-
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.95) - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=300, help="commands per warm variant")
@@ -113,13 +100,8 @@ def main() -> None:
         "executor, warm pool": (lambda: executor.execute(target, "true", timeout=10), args.runs),
         "fresh Fabric Connection": (lambda: fresh_fabric_run(daemon, key), args.fresh_runs),
     }
-    samples: dict[str, list[float]] = {name: [] for name in variants}
     try:
-        for fn, _ in variants.values():  # warm up: pool open, imports, sshd caches
-            fn()
-        for _ in range(args.rounds):
-            for name, (fn, runs) in variants.items():
-                timed(fn, samples[name], max(runs // args.rounds, 1))
+        samples = interleaved(variants, args.rounds)
     finally:
         executor.close()
         transport.close()
