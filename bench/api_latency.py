@@ -93,7 +93,7 @@ def main() -> None:
     executor = ssh.SSHPooledExecutor()
     variants = {
         "executor, warm pool": (
-            lambda: executor.execute(target, "echo hi", timeout=30), args.runs),
+            lambda: executor.execute(target, ["echo", "hi"], timeout=30), args.runs),
         "POST .../execute": (lambda: post(port, api_key, "echo hi", "t_hi"), args.runs),
     }  # fmt: skip
     try:

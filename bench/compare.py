@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import CPUS, Bench, Client, header, interleaved, row, summary
 from bench.executor_latency import raw_run, raw_transport
-from commands.ssh.channel import _server_side_command
+from commands.ssh.channel import server_side_command
 from tests.sshd import SSHDaemon, is_running, signal_pids, wait_for
 
 
@@ -58,7 +58,7 @@ def ssh_run(args: list[str], daemon: SSHDaemon, command: str = "true") -> None:
 # What homelab sends for `true` under a rule's 10 s timeout (commands/ssh/channel.py): the
 # login shell prints its PID, then execs coreutils' timeout, which stops the command at its
 # deadline even if homelab dies. The same work through ControlMaster compares like for like.
-WRAPPED_TRUE = _server_side_command("true", 10)
+WRAPPED_TRUE = server_side_command(["true"], 10)
 
 
 def stop_master(control_path: Path, options: list[str], daemon: SSHDaemon) -> None:

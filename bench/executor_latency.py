@@ -9,7 +9,7 @@ measures, in one run, interleaved in rounds so machine noise hits every variant 
   raw paramiko, `true`        a reused paramiko transport with TCP_NODELAY: the floor
   raw paramiko, wrapped       the same, running the command the executor sends (the
                               server-side `timeout -k` wrapper): the floor for our work
-  executor (warm pool)        SSHPooledExecutor.execute(target, "true")
+  executor (warm pool)        SSHPooledExecutor.execute(target, ["true"])
   fresh Fabric Connection     Connection(...).run("true") and close, per command
 
 and prints median / p95 per variant and the ratios. Results go in docs/performance.md.
@@ -33,7 +33,7 @@ import paramiko  # noqa: E402
 
 from bench.common import interleaved, summary  # noqa: E402
 from commands import ssh  # noqa: E402
-from commands.ssh.channel import _server_side_command  # noqa: E402
+from commands.ssh.channel import server_side_command  # noqa: E402
 from tests.sshd import SSHDaemon, keygen, public_key  # noqa: E402
 
 
@@ -93,11 +93,11 @@ def main() -> None:
     daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     transport = raw_transport(daemon, key)
-    wrapped = _server_side_command("true", 10)
+    wrapped = server_side_command(["true"], 10)
     variants: dict[str, tuple[Callable[[], object], int]] = {
         "raw paramiko, `true` (floor)": (lambda: raw_run(transport, "true"), args.runs),
         "raw paramiko, wrapped command": (lambda: raw_run(transport, wrapped), args.runs),
-        "executor, warm pool": (lambda: executor.execute(target, "true", timeout=10), args.runs),
+        "executor, warm pool": (lambda: executor.execute(target, ["true"], timeout=10), args.runs),
         "fresh Fabric Connection": (lambda: fresh_fabric_run(daemon, key), args.fresh_runs),
     }
     try:

@@ -16,7 +16,6 @@ and prints the peaks and their ratios to the baseline. Results go in docs/perfor
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 import tracemalloc
@@ -51,11 +50,13 @@ def main() -> None:
     daemon, key, target = bench_daemon()
     executor = ssh.SSHPooledExecutor()
     # The executor takes one argv-shaped command; the pipeline runs under `sh -c`.
-    sh_big = shlex.join(["sh", "-c", big])
+    sh_big = ["sh", "-c", big]
     results: dict[str, tuple[float, float]] = {}
     try:
-        executor.execute(target, "true", timeout=30)  # warm the pool outside the measurement
-        results["executor, `true`"] = peak_kib(lambda: executor.execute(target, "true", timeout=30))
+        executor.execute(target, ["true"], timeout=30)  # warm the pool outside the measurement
+        results["executor, `true`"] = peak_kib(
+            lambda: executor.execute(target, ["true"], timeout=30)
+        )
         results[f"executor, {args.megabytes} MB of output"] = peak_kib(
             lambda: executor.execute(target, sh_big, timeout=120)
         )

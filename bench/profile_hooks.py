@@ -99,19 +99,21 @@ def install() -> None:
     from rest_framework.renderers import JSONRenderer
     from rest_framework.views import APIView
 
-    from commands import authentication, rules, scopes, services, throttling, views
+    from commands import quota as throttling
+    from commands import rules, scopes, services
+    from commands.api import authentication, views
     from commands.models import Execution
     from commands.ssh.pool import SSHPooledExecutor
 
     patch(APIView, "initial", "DRF initial (auth, permission)")
     patch(authentication.ApiKeyAuthentication, "authenticate", "auth: API key lookup")
     patch(throttling.ExecuteRateThrottle, "allow_request", "quota (throttle)")
-    patch(views.ServerViewSet, "server_in_scope", "server lookup")
+    patch(services, "find_server", "server lookup")
     patch(views.ServerViewSet, "execute", "execute view")
     patch(scopes, "check_execute", "key scope check")
     patch(rules, "resolve", "whitelist resolve")
     patch(Execution, "save", "audit row save (before SSH)")
-    patch(services, "complete", "audit row finish + result frame")
+    patch(services, "close", "audit row finish + result frame")
     patch(services, "execute_command", "execute_command")
     patch(SSHPooledExecutor, "execute", "SSH (executor.execute)")
     patch(JSONRenderer, "render", "JSON render")

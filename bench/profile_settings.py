@@ -15,7 +15,7 @@ from homelab.settings import MIDDLEWARE
 if os.environ.get("HOMELAB_BENCH_MIDDLEWARE") == "api":
     MIDDLEWARE = [
         "corsheaders.middleware.CorsMiddleware",
-        "commands.handlers.RefuseNulMiddleware",
+        "commands.api.handlers.RefuseNulMiddleware",
         "django.middleware.security.SecurityMiddleware",
         "django.middleware.common.CommonMiddleware",
     ]

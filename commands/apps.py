@@ -8,4 +8,4 @@ class CommandsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI security scheme for API-key authentication.
-        from commands import schema  # noqa: F401
+        from commands.api import schema  # noqa: F401

@@ -1,7 +1,7 @@
 """The one domain error family: a stable code, an HTTP status and a sentence each.
 
-Plain Python (no Django, no DRF) so `commands/ssh.py` can raise these without pulling
-in the web stack; `commands/handlers.py` is the one place they become HTTP.
+Plain Python (no Django, no DRF) so `commands/ssh/` can raise these without pulling
+in the web stack; `commands/api/handlers.py` is the one place they become HTTP.
 """
 
 from http import HTTPStatus as status
@@ -41,6 +41,51 @@ class InvalidParameter(CommandRejected):
 class ServerDisabled(CommandRejected):
     code = "server_disabled"
     default_detail = "The server is disabled."
+
+
+class InvalidRequest(HomelabError):
+    """The request body is malformed: not JSON, or a field fails its check. `errors` holds
+    the field errors (name to messages) when fields were checked."""
+
+    status_code = status.BAD_REQUEST
+    code = "invalid"
+    default_detail = "The request is invalid."
+
+    def __init__(self, detail: str | None = None, *, errors: Any = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.errors = errors
+
+
+class UnsupportedMediaType(HomelabError):
+    status_code = status.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+    default_detail = "Send the body as a JSON object with `Content-Type: application/json`."
+
+
+class BodyTooLarge(HomelabError):
+    status_code = status.REQUEST_ENTITY_TOO_LARGE
+    code = "too_large"
+    default_detail = "The request body is too large."
+
+
+class PermissionDenied(HomelabError):
+    """A logged-in user without the right to do this (e.g. commands.execute_command)."""
+
+    status_code = status.FORBIDDEN
+    code = "permission_denied"
+    default_detail = "You do not have permission to perform this action."
+
+
+class Throttled(HomelabError):
+    """Over the caller's execution rate; `retry_after` is whole seconds (Retry-After)."""
+
+    status_code = status.TOO_MANY_REQUESTS
+    code = "throttled"
+    default_detail = "Request was throttled."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
 
 
 class ServerNotFound(HomelabError):
@@ -107,6 +152,7 @@ class SSHError(HomelabError):
 
     code = "ssh_error"
     default_detail = "The SSH session failed."
+    partial: Any = None  # the output read before the failure (ssh.CommandResult), if any
 
 
 class ConnectFailed(SSHError):

@@ -1,13 +1,41 @@
 """The rows homelab keeps: servers, the whitelist, API keys and the audit trail."""
 
+import logging
 import re
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import DatabaseError, connection, models
 from django.db.models import Q
+from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
+
+from commands import results, signals
+
+logger = logging.getLogger(__name__)
+
+# The largest id either database stores (a signed 64-bit integer): a bigger number would
+# overflow inside SQLite or PostgreSQL, and no row can have it anyway.
+MAX_ID = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_id(text: Any) -> int | None:
+    """A row id written in ASCII digits, from 1 to MAX_ID; None for anything else
+    (Python's int() would also take Arabic-Indic or fullwidth digits)."""
+    text = str(text)
+    if not (text.isascii() and text.isdecimal()):
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+def storable(text: str) -> str:
+    """text that every database stores: NUL (PostgreSQL refuses it) and lone surrogates
+    (not encodable as UTF-8) become U+FFFD, as undecodable output does."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
 
 
 def default_command_timeout() -> int:
@@ -298,8 +326,35 @@ class ApiKey(AbstractAPIKey):
             raise ValidationError({"action_types": exc.messages}) from None
 
 
+class TransitionError(RuntimeError):
+    """A lifecycle method was called on an execution in a state it cannot leave that way
+    (a bug in the caller, never a client's doing)."""
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def interrupt(self) -> int:
+        """Close the running rows among these whose process stopped before finishing them."""
+        return self.filter(status=Execution.Status.RUNNING).update(
+            status=Execution.Status.INTERRUPTED,
+            error_code="interrupted",
+            error_detail=INTERRUPTED_DETAIL,
+            finished_at=timezone.now(),
+        )
+
+
+INTERRUPTED_DETAIL = "The process running this command stopped before it finished."
+
+
 class Execution(models.Model):
-    """One attempt to run a command: written before SSH starts, completed after."""
+    """One attempt to run a command: written before SSH starts, completed after.
+
+    The row owns its lifecycle. A new (unsaved) row is either refused, `reject()`, or
+    started, `start()`: saved `running` before SSH. A running row ends exactly once, by
+    `finish(result)`, `fail(...)`, `cancel()` or `interrupt()`; each checks that the
+    transition is legal and closes the row only while the database still says `running`
+    (another process, markinterrupted, may have closed it first). `start` and the ends
+    send commands.signals' execution_started / execution_finished.
+    """
 
     class Status(models.TextChoices):
         RUNNING = "running"
@@ -405,6 +460,8 @@ class Execution(models.Model):
         "finished_at the last) instead of writing a new one.",
     )
 
+    objects = ExecutionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("execute_command", "Can execute and cancel commands")]
@@ -416,3 +473,106 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action_type} on {self.server_name} ({self.status})"
+
+    # --- the lifecycle ----------------------------------------------------------------------
+    FINAL_FIELDS = (
+        "status",
+        "finished_at",
+        *results.OUTPUT_FIELDS,
+        "duration_ms",
+        "exit_code",
+        "error_code",
+        "error_detail",
+    )
+
+    def start(self, *, argv: list[str], runner: str) -> None:
+        """Save a new row `running` with the exact argv sent, before SSH starts."""
+        if self.pk is not None or self.status != self.Status.RUNNING:
+            raise TransitionError(f"execution {self.pk} cannot start: it is {self.status}")
+        self.argv = argv
+        self.runner = runner
+        self.save()
+        signals.execution_started.send_robust(Execution, execution=self)
+
+    def reject(self, code: str, detail: str) -> None:
+        """Save a new row refused before anything reached a server."""
+        if self.pk is not None:
+            raise TransitionError(f"execution {self.pk} was saved already: it cannot be refused")
+        self.status = self.Status.REJECTED
+        self.error_code = code
+        self.error_detail = detail
+        # The refused input may carry a NUL or a lone surrogate: stored as U+FFFD.
+        for field in ("server_name", "command", "action_type", "error_detail"):
+            setattr(self, field, storable(getattr(self, field)))
+        self.finished_at = timezone.now()
+        self.save()
+        if self.finished_at < self.created_at:
+            # created_at (auto_now_add) is set inside save(), after finished_at: a refusal
+            # ends the instant it is recorded.
+            self.finished_at = self.created_at
+            self.save(update_fields=["finished_at"])
+
+    def finish(self, result: Any) -> bool:
+        """The command ran to its end (any exit code): `succeeded` or `failed`."""
+        status = self.Status.SUCCEEDED if result.exit_code == 0 else self.Status.FAILED
+        return self._close(status, output=result, exit_code=result.exit_code)
+
+    def fail(self, code: str, detail: str, *, output: Any = None, timeout: bool = False) -> bool:
+        """The run failed (SSH, or `timeout` when it ran past its deadline); output is what
+        it printed before that, if anything."""
+        status = self.Status.TIMEOUT if timeout else self.Status.ERROR
+        return self._close(status, output=output, code=code, detail=detail)
+
+    def cancel(self, *, output: Any = None, code: str = "cancelled", detail: str = "") -> bool:
+        """Stopped on a user's request; the remote process was stopped."""
+        return self._close(self.Status.CANCELLED, output=output, code=code, detail=detail)
+
+    def interrupt(self, *, output: Any = None, detail: str = INTERRUPTED_DETAIL) -> bool:
+        """Stopped because the process running it shut down."""
+        return self._close(
+            self.Status.INTERRUPTED, output=output, code="interrupted", detail=detail
+        )
+
+    def _close(
+        self,
+        status: str,
+        *,
+        output: Any,
+        exit_code: int | None = None,
+        code: str = "",
+        detail: str = "",
+    ) -> bool:
+        """End a running row: True if this call closed it, False if it was closed already
+        (the row as stored is then loaded). The fields are set on this object even when
+        the database cannot be written (DatabaseError, after one retry on a fresh
+        connection): the caller still answers and streams the result."""
+        if self.pk is None or self.status != self.Status.RUNNING:
+            raise TransitionError(
+                f"execution {self.pk} cannot become {status}: it is {self.status}"
+            )
+        self.status = status
+        self.finished_at = timezone.now()
+        for field, value in results.output_of(output).items():
+            setattr(self, field, storable(value) if isinstance(value, str) else value)
+        self.exit_code = exit_code
+        self.duration_ms = getattr(output, "duration_ms", None)
+        if self.duration_ms is None:
+            elapsed = self.finished_at - self.created_at
+            self.duration_ms = max(int(elapsed.total_seconds() * 1000), 0)
+        self.error_code, self.error_detail = code, storable(detail)
+        values = {name: getattr(self, name) for name in self.FINAL_FIELDS}
+        still_running = Execution.objects.filter(pk=self.pk, status=self.Status.RUNNING)
+        try:
+            closed = still_running.update(**values)
+        except DatabaseError:
+            # A thread's connection may have been cut while the command ran (a restart,
+            # idle_session_timeout): once more, on a fresh one.
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+            closed = still_running.update(**values)
+        if not closed:
+            self.refresh_from_db()
+            return False
+        signals.execution_finished.send_robust(Execution, execution=self)
+        return True

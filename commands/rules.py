@@ -30,16 +30,22 @@ def find(action_type: str, server: Server | None = None) -> AllowedCommand | Non
     )
 
 
+def find_or_refuse(action_type: str, server: Server | None = None) -> AllowedCommand:
+    """The enabled rule named action_type usable on server, or NotWhitelisted saying which
+    action types are usable there (unknown, disabled and limited-elsewhere all read the
+    same to a client)."""
+    rule = find(action_type, server)
+    if rule is None:
+        raise NotWhitelisted(_no_rule_detail(action_type, server))
+    return rule
+
+
 def resolve(command: str, action_type: str, server: Server | None = None) -> Match:
     """Match command against the enabled rule named action_type, usable on server.
 
     The returned Match's `rule` is the stored AllowedCommand (its timeout applies)."""
     check_command_text(command)  # before any query: a huge or binary command costs nothing
-    rule = find(action_type, server)
-    if rule is None:
-        # Unknown, disabled and limited-elsewhere all read the same to a client.
-        raise NotWhitelisted(_no_rule_detail(action_type, server))
-    return match(command, rule)
+    return match(command, find_or_refuse(action_type, server))
 
 
 def is_whitelisted(command: str, action_type: str, server: Server | None = None) -> bool:

@@ -1,8 +1,10 @@
-"""What an API key may reach: its servers, its action types, and whether it may act at all.
+"""Who may do what: what an API key may reach (its servers, its action types, whether it
+may act at all), and what a logged-in user may do (`may_read`, `may_execute`).
 
-Pure functions over the key row, no HTTP: views.py and sockets.py call them, and
-handlers.py turns `KeyScope` into 403 `key_scope`. A caller without a key (a session
-user) is not limited here; the user's permissions decide for it.
+Pure functions over the key and user rows, no HTTP: the pipeline (services.py), the API's
+permission classes, the WebSocket consumers and the admin all call them, and the API's
+exception handler turns `KeyScope` into 403 `key_scope`. A caller without a key (a session
+user) is not limited by key scopes; its permissions decide for it.
 
 "Every server" and "every action" are explicit flags on the key, as for whitelist rules:
 a key limited to servers that are later deleted runs on none of them, never on all.
@@ -10,10 +12,36 @@ a key limited to servers that are later deleted runs on none of them, never on a
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from commands.exceptions import KeyScope
 from commands.models import AllowedCommand, ApiKey, Server
+
+EXECUTE_PERMISSION = "commands.execute_command"
+NO_EXECUTE_PERMISSION = (
+    "Your user may read but not run, cancel or check: that takes the "
+    'commands.execute_command permission ("Can execute and cancel commands"). Ask an '
+    "admin to grant it to your user or one of its groups in the admin's Users page."
+)
+
+
+def may_execute(user: Any) -> bool:
+    """Whether a logged-in user may run and cancel commands: an active staff user with
+    commands.execute_command (a superuser has it). The one place this is decided."""
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(EXECUTE_PERMISSION)
+    )
+
+
+def may_read(user: Any) -> bool:
+    """Whether a logged-in user may read servers, rules and the audit trail: active staff."""
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
 
 
 def limits_servers(key: ApiKey | None) -> bool:
@@ -57,11 +85,16 @@ def filter_rules(
     return queryset.filter(action_type__in=key.action_types)
 
 
-def check_execute(
-    key: ApiKey | None, server: Server | None, action_type: str, *, server_ref: str = ""
+def check_acts_on(
+    key: ApiKey | None,
+    server: Server | None,
+    *,
+    server_ref: str = "",
+    verb: str = "run commands on",
 ) -> None:
-    """Raise KeyScope unless key may run action_type on server. server is None for one a
-    server-limited key cannot see, whether or not it exists (server_ref names it)."""
+    """Raise KeyScope unless key may act on server (run commands on it, check it): not
+    read-only, and the server in its scope. server is None for one a server-limited key
+    cannot see, whether or not it exists (server_ref names it)."""
     if key is None:
         return
     if key.read_only:
@@ -71,9 +104,18 @@ def check_execute(
         where = f"servers {', '.join(names)}" if names else "no server (its servers were deleted)"
         target = server.name if server is not None else server_ref
         raise KeyScope(
-            f"API key {key.name!r} is limited to {where}; it may not run commands on "
+            f"API key {key.name!r} is limited to {where}; it may not {verb} "
             f"{target!r}. Use a key for that server, or widen this one in the admin."
         )
+
+
+def check_execute(
+    key: ApiKey | None, server: Server | None, action_type: str, *, server_ref: str = ""
+) -> None:
+    """Raise KeyScope unless key may run action_type on server (see check_acts_on)."""
+    if key is None:
+        return
+    check_acts_on(key, server, server_ref=server_ref)
     if limits_actions(key) and action_type not in key.action_types:
         listed = ", ".join(key.action_types) or "no action type"
         raise KeyScope(

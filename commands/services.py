@@ -1,7 +1,22 @@
-"""Business logic: run one whitelisted command on one server, with its audit row.
+"""The execution pipeline: one way in for every entry point, and the run of one command.
 
-The order is the point: whitelist -> audit row saved (status `running`) -> SSH ->
-audit row completed. No database transaction is held open across the SSH call.
+`request_execution` is what the HTTP view, the execute WebSocket and the admin's console
+call with a Caller, the server named in the URL and the request body:
+
+    permission -> server (by id or name, within the key's scope) -> body -> key scope
+    -> quota -> [refusals so far: audited, raised] -> execute_command
+
+`execute_command` is the run itself, also called once per target by the fleet:
+
+    whitelist -> audit row saved `running` (Execution.start) -> runner thread: SSH with
+    live output -> the row closed (Execution.finish / fail / cancel / interrupt) -> the
+    result frame
+
+The runner thread owns the row from `start()` on and always closes it; a caller that
+waits (wait=True) gets the closed row, or the error, from the run's future. No database
+transaction is held open across the SSH call. Raises a HomelabError (refusal, busy,
+timeout, SSH failure, cancel) whose `extra` carries the audit row's `execution_id`, and
+the output so far where there is some.
 """
 
 from __future__ import annotations
@@ -10,17 +25,28 @@ import contextlib
 import copy
 import functools
 import logging
-import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
-from django.utils import timezone
+from django.db import connection
 
-from commands import live, rules, ssh
-from commands.audit import mark_interrupted, new_execution, record_rejection
+from commands import audit, quota, rules, scopes, ssh
+from commands.engine import framelog
+from commands.engine.output import LiveOutput
+from commands.engine.process import ProcessWide
+from commands.engine.runner import (
+    CANCELLED,
+    INTERRUPTED,
+    Run,
+    Runner,
+    install_exit_hook,
+    process_alive,
+    process_identity,
+    shutdown_current,
+)
 from commands.exceptions import (
     Busy,
     CommandCancelled,
@@ -30,37 +56,103 @@ from commands.exceptions import (
     CommandTimeout,
     HomelabError,
     NotRunning,
+    PermissionDenied,
     ServerDisabled,
+    ServerNotFound,
     ServiceUnavailable,
     SSHError,
 )
-from commands.models import ApiKey, Execution, Server
-from commands.runner import (
-    CANCELLED,
-    INTERRUPTED,
-    Run,
-    Runner,
-    current_runner,
-    get_runner,
-    process_alive,
-    process_identity,
-)
-from commands.streaming import LiveOutput, result_fields
+from commands.models import Execution, Server, parse_id
+from commands.requests import Caller, ExecuteRequest, validated
+from commands.results import output_of, result_frame
 
 Status = Execution.Status
 logger = logging.getLogger(__name__)
 
 
-def executor() -> ssh.SSHPooledExecutor:
-    """The process-wide SSH executor, configured from settings on first use."""
-    return ssh.get_executor(
+# --- the process-wide runner and connection pool -------------------------------------------
+def _build_runner() -> Runner:
+    built = Runner(
+        max_running=settings.HOMELAB_MAX_RUNNING,
+        busy_wait=settings.HOMELAB_BUSY_WAIT_SECONDS,
+        drain_seconds=settings.HOMELAB_DRAIN_SECONDS,
+    )
+    built.after_shutdown = _close_own_rows
+    install_exit_hook(_runner.current)
+    # Cancels for this process's runs may come from other workers (Redis profile).
+    framelog.backend().listen_for_cancels(process_identity(), _on_cancel_message)
+    return built
+
+
+def _stop_runner(built: Runner) -> None:
+    built.shutdown(drain_seconds=0, grace=10.0)
+
+
+_runner = ProcessWide("runner", _build_runner, _stop_runner, order=10)
+_executor = ProcessWide(
+    "SSH connection pool",
+    lambda: ssh.SSHPooledExecutor(
         connect_timeout=settings.HOMELAB_CONNECT_TIMEOUT,
         idle_seconds=settings.HOMELAB_SSH_IDLE_SECONDS,
         max_connections_per_target=settings.HOMELAB_SSH_MAX_CONNECTIONS,
-    )
+    ),
+    lambda pool: pool.close(),
+    order=30,
+)
 
 
+def runner() -> Runner:
+    """The process-wide bounded runner, configured from settings on first use."""
+    return _runner.get()
+
+
+def executor() -> ssh.SSHPooledExecutor:
+    """The process-wide SSH executor, configured from settings on first use."""
+    return _executor.get()
+
+
+def shutdown(*, server: bool = False) -> None:
+    """Drain and stop this process's running commands (the ASGI server is stopping)."""
+    shutdown_current(server=server)
+
+
+def _on_cancel_message(message: dict) -> None:
+    execution_id = message.get("execution_id")
+    if isinstance(execution_id, int):
+        runner().stop(execution_id, CANCELLED)
+
+
+def _close_own_rows(wait_seconds: float = 1.0) -> None:
+    """At exit: rows of this process still `running` were stopped with it. A runner thread
+    closes its row itself (with its output); give the stragglers a moment first."""
+    own = Execution.objects.filter(runner=process_identity(), status=Status.RUNNING)
+    deadline = time.monotonic() + wait_seconds
+    while own.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    own.interrupt()
+
+
+# --- servers ---------------------------------------------------------------------------------
 SUDO = ("sudo", "-n", "--")
+
+
+def find_server(server_ref: str, caller: Caller) -> Server | None:
+    """The server a URL names: all ASCII digits is its id, anything else its name (a name is
+    never all digits, see Server.name). ServerNotFound when there is none; None when the
+    caller's key is limited to other servers, existing or not (the key is not told which:
+    its request is refused 403 key_scope)."""
+    servers = scopes.filter_servers(Server.objects.all(), caller.api_key)
+    ref = str(server_ref)
+    pk = parse_id(ref)
+    if pk is not None:
+        server = servers.filter(pk=pk).first()
+    elif ref.isascii() and ref.isdecimal():
+        server = None  # 0, or past the largest id a database stores
+    else:
+        server = servers.filter(name=ref).first()
+    if server is None and not scopes.limits_servers(caller.api_key):
+        raise ServerNotFound(f"No server with id or name {ref!r}.")
+    return server
 
 
 def sent_argv(server: Server, argv: list[str]) -> list[str]:
@@ -81,32 +173,44 @@ def target_for(server: Server) -> ssh.SSHTarget:
     )
 
 
-def runner() -> Runner:
-    """The process-wide bounded runner, configured from settings on first use."""
-    existing = current_runner()
-    if existing is not None:
-        return existing
-    created = get_runner(
-        max_running=settings.HOMELAB_MAX_RUNNING,
-        busy_wait=settings.HOMELAB_BUSY_WAIT_SECONDS,
-        drain_seconds=settings.HOMELAB_DRAIN_SECONDS,
-    )
-    created.after_shutdown = _close_own_rows
-    # Cancels for this process's runs may come from other workers (Redis profile).
-    live.backend().listen_for_cancels(
-        process_identity(), lambda execution_id: created.stop(execution_id, CANCELLED)
-    )
-    return created
+# --- the pipeline ----------------------------------------------------------------------------
+def require_execute(caller: Caller) -> None:
+    """A session user needs commands.execute_command; a key's scopes decide for a key."""
+    if caller.api_key is None and not scopes.may_execute(caller.user):
+        raise PermissionDenied(scopes.NO_EXECUTE_PERMISSION)
 
 
-def _close_own_rows(wait_seconds: float = 1.0) -> None:
-    """At exit: rows of this process still `running` were stopped with it. A caller thread
-    that waited for one records it itself (with its output); give it a moment first."""
-    own = Execution.objects.filter(runner=process_identity(), status=Status.RUNNING)
-    deadline = time.monotonic() + wait_seconds
-    while own.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    mark_interrupted(own)
+def request_execution(
+    *,
+    caller: Caller,
+    server_ref: str,
+    body: Callable[[], Any],
+    wait: bool | None = None,
+) -> Execution:
+    """Run what the request body asks for on the server named server_ref, for caller.
+
+    body() returns the parsed body (or raises the HomelabError saying why it cannot be
+    read); wait overrides the body's own `wait` (the WebSocket never waits). Every refusal
+    is audited before it is raised; then execute_command."""
+    server, data = None, None
+    try:
+        require_execute(caller)
+        server = find_server(server_ref, caller)
+        data = body()
+        request = validated(ExecuteRequest, data)
+        # Before the quota: a request this key may never make does not use it up.
+        scopes.check_execute(caller.api_key, server, request["action_type"], server_ref=server_ref)
+        quota.take(caller)
+    except HomelabError as exc:
+        audit.record_refusal(exc, caller=caller, server=server, server_ref=server_ref, data=data)
+        raise
+    return execute_command(
+        server=server,
+        command=request["command"],
+        action_type=request["action_type"],
+        caller=caller,
+        wait=request["wait"] if wait is None else wait,
+    )
 
 
 def execute_command(
@@ -114,186 +218,165 @@ def execute_command(
     server: Server,
     command: str,
     action_type: str,
+    caller: Caller | None = None,
     wait: bool = True,
-    api_key: ApiKey | None = None,
-    user: Any = None,
-    client_ip: str | None = None,
 ) -> Execution:
     """Run a whitelisted command; the returned row holds the result (any exit code).
 
     With wait=False it returns once the command is handed to the runner (the row is
-    `running`; SSH starts on the runner thread, which completes the row). Raises a
-    `HomelabError` (rejection, busy, timeout, SSH failure, cancel) whose `extra` carries
-    the `execution_id` of the audit row, and for a timeout or a cancel the partial output.
-    """
-    execution = new_execution(
+    `running`; the runner thread closes it)."""
+    caller = caller or Caller()
+    execution = audit.new_execution(
+        caller=caller,
         server=server,
         server_name=server.name,
         command=command,
         action_type=action_type,
-        api_key=api_key,
-        user=user,
-        client_ip=client_ip,
     )
     bounded = runner()
     try:
         if not server.enabled:
             raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
         match = rules.resolve(command, action_type, server)
-        timeout = match.rule.timeout_seconds  # a stored AllowedCommand's
         bounded.reserve()  # may wait a moment; Busy when every slot stays taken
     except (CommandRejected, Busy) as exc:
-        record_rejection(execution, code=exc.code, detail=exc.detail)
-        exc.extra["execution_id"] = execution.pk
+        audit.reject(execution, exc)
         raise
+    run = start(execution, argv=sent_argv(server, match.argv), timeout=match.rule.timeout_seconds)
+    if not wait:
+        return execution
+    # No connection is held while the command runs: PostgreSQL's idle_session_timeout,
+    # pgbouncer or a firewall may cut an idle one, and a long command would pin one per
+    # running request. Inside a transaction (tests) it stays. SQLite is a file: nothing
+    # cuts an idle connection, so it stays open (docs/performance.md, issue 12).
+    if not connection.in_atomic_block and connection.vendor != "sqlite":
+        connection.close()
+    return answer(run.future.result())
 
+
+def start(execution: Execution, *, argv: list[str], timeout: int) -> Run:
+    """Save the row `running` (before SSH) and hand its run to the runner, whose slot the
+    caller reserved (and which is given back here if the row cannot be saved)."""
+    bounded = runner()
+    target = target_for(execution.server)
     try:
-        execution.argv = sent_argv(server, match.argv)  # exactly what the server runs
-        execution.status = Status.RUNNING
-        execution.runner = process_identity()
-        execution.save()  # the audit row exists before SSH starts
+        execution.start(argv=argv, runner=process_identity())  # the audit row exists
     except BaseException:
         bounded.release()
         raise
     try:
-        live.backend().start(execution.pk, ttl=timeout + 60)
+        framelog.backend().start(framelog.execution_log(execution.pk), ttl=timeout + 60)
     except Exception:  # the command still runs and is recorded; followers read the row
         logger.warning("no live stream for execution %s: the live store failed", execution.pk)
-    # The runner gets its own copy: with wait=False it completes the row while the
-    # caller still answers from this one.
-    work = functools.partial(
-        _run,
-        execution=copy.copy(execution),
-        target=target_for(server),
-        timeout=timeout,
-        record=not wait,
-    )
+    # The runner closes its own copy: with wait=False the caller still answers from this.
+    work = functools.partial(_run, execution=copy.copy(execution), target=target, timeout=timeout)
     try:
-        run = bounded.submit(execution.pk, work)
-    except Busy as exc:  # a shutdown began meanwhile
-        record_rejection(execution, code=exc.code, detail=exc.detail)
+        return bounded.submit(execution.pk, work)
+    except Busy as exc:  # a shutdown began meanwhile: nothing ran
+        execution.interrupt(detail=exc.detail)
         exc.extra["execution_id"] = execution.pk
         raise
-    if not wait:
-        return execution
-    # The caller's thread waits and completes the row: a client that goes away does not
-    # stop this thread, so the result is still recorded. No connection is held while the
-    # command runs: PostgreSQL's idle_session_timeout, pgbouncer or a firewall may cut an
-    # idle one, and a long command would pin one per running request. Closing costs a
-    # reconnect per request (docs/performance.md). Inside a transaction (tests) it stays.
-    # SQLite is a file: nothing cuts an idle connection and none is pinned on a server,
-    # so it stays open (one connect less per request; docs/performance.md, issue 12).
-    if not connection.in_atomic_block and connection.vendor != "sqlite":
-        connection.close()
-    return complete(execution, run.future.result())
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended: a result, a stop on request, or an error (with partial output)."""
+    """How a run ended: the closed row, and the error a waiting caller gets (if any)."""
 
-    result: ssh.CommandResult | None = None
-    stopped: str = ""  # CANCELLED or INTERRUPTED
+    execution: Execution
     error: HomelabError | None = None
-    partial: ssh.CommandResult | None = None
 
 
-def _run(
-    run: Run,
-    *,
-    execution: Execution,
-    target: ssh.SSHTarget,
-    timeout: int,
-    record: bool,
-) -> Outcome:
-    """The runner thread's part: SSH with live output, then (wait=False) the row."""
+def answer(outcome: Outcome) -> Execution:
+    """The closed row of a run, or its error for a waiting caller."""
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.execution
+
+
+def _run(run: Run, *, execution: Execution, target: ssh.SSHTarget, timeout: int) -> Outcome:
+    """The runner thread's part: SSH with live output, then the row closed and the result
+    frame published."""
     output = LiveOutput(
         execution.pk,
         stream_limit=settings.HOMELAB_STREAM_LIMIT,
         output_limit=settings.HOMELAB_OUTPUT_LIMIT,
     )
+    result, error, stopped = None, None, ""
     try:
         result = executor().execute(
             target,
-            shlex.join(execution.argv),
+            execution.argv,
             timeout=timeout,
             output_limit=settings.HOMELAB_OUTPUT_LIMIT,
             on_output=output,
             stop=run.stop,
         )
-        outcome = Outcome(result=result)
     except CommandStopped as exc:
-        outcome = Outcome(stopped=run.reason or CANCELLED, partial=exc.partial)
-    except CommandTimeout as exc:
-        outcome = Outcome(error=exc, partial=getattr(exc, "partial", None))
+        stopped, result = run.reason or CANCELLED, exc.partial
     except HomelabError as exc:
-        outcome = Outcome(error=exc)
+        error, result = exc, getattr(exc, "partial", None)
     except Exception:
         # A bug, not an SSH condition: keep the traceback in the server log only.
         logger.exception("unexpected error running execution %s", execution.pk)
         error = SSHError("Unexpected error while running the command; see the server log.")
-        outcome = Outcome(error=error)
     try:
         output.flush()
     except Exception:
         logger.warning("could not publish the last output of execution %s", execution.pk)
-    if record:
-        with contextlib.suppress(HomelabError):  # recorded on the row; nobody waits for it
-            complete(execution, outcome)
-    return outcome
+    return close(execution, result=result, error=error, stopped=stopped)
 
 
-def complete(execution: Execution, outcome: Outcome) -> Execution:
-    """Record how the run ended, publish the result frame; raise the error a waiting
-    caller should get (with the row's id)."""
-    error = outcome.error
-    if outcome.stopped == INTERRUPTED:
+def close(
+    execution: Execution,
+    *,
+    result: ssh.CommandResult | None,
+    error: HomelabError | None = None,
+    stopped: str = "",
+) -> Outcome:
+    """Close the row for how the run ended, publish its result frame; the Outcome."""
+    if stopped == INTERRUPTED:
         error = CommandInterrupted()
-        status = Status.INTERRUPTED
-    elif outcome.stopped:
+    elif stopped:
         error = CommandCancelled()
-        status = Status.CANCELLED
-    elif isinstance(error, CommandTimeout):
-        status = Status.TIMEOUT
-    elif error is not None:
-        status = Status.ERROR
-    else:
-        status = Status.SUCCEEDED if outcome.result.exit_code == 0 else Status.FAILED
     try:
-        execution = _finish_once_more_if_needed(execution, status, outcome, error)
+        _close_row(execution, result, error, stopped)
     except Exception:
         # The command ran and its result is in hand: answer and stream it all the same.
         # The row stays `running` until markinterrupted closes it after a restart.
         logger.error("could not record the end of execution %s in the database", execution.pk)
     try:
-        backend = live.backend()
-        backend.append(execution.pk, [live.frame("result", **result_fields(execution))])
-        backend.end(execution.pk)
+        backend = framelog.backend()
+        log = framelog.execution_log(execution.pk)
+        backend.append(log, [result_frame(execution)])
+        backend.end(log)
     except Exception:
         logger.warning("could not publish the result of execution %s", execution.pk)
     if error is not None:
         error.extra["execution_id"] = execution.pk
-        if outcome.partial is not None or status in (Status.CANCELLED, Status.INTERRUPTED):
-            error.extra.update(output_fields(outcome.partial))
-        raise error
-    return execution
+        if result is not None or stopped:
+            error.extra.update(output_of(result))
+    return Outcome(execution, error)
 
 
-def _finish_once_more_if_needed(
-    execution: Execution, status: str, outcome: Outcome, error: HomelabError | None
-) -> Execution:
-    """finish(), retried once on a fresh connection (the first write normally opens a
-    fresh one; a worker thread's persistent connection may still have been cut)."""
-    result = outcome.result or outcome.partial
-    try:
-        return finish(execution, status, result, error=error)
-    except DatabaseError:
-        if connection.in_atomic_block:
-            raise
-        connection.close()
-        return finish(execution, status, result, error=error)
+def _close_row(
+    execution: Execution,
+    result: ssh.CommandResult | None,
+    error: HomelabError | None,
+    stopped: str,
+) -> None:
+    """The lifecycle method for how the run ended."""
+    if stopped == INTERRUPTED:
+        execution.interrupt(output=result, detail=error.detail)
+    elif stopped:
+        execution.cancel(output=result, detail=error.detail)
+    elif error is not None:
+        timed_out = isinstance(error, CommandTimeout)
+        execution.fail(error.code, error.detail, output=result, timeout=timed_out)
+    else:
+        execution.finish(result)
 
 
+# --- cancel ----------------------------------------------------------------------------------
 def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Execution:
     """Stop a running execution wherever it runs; the row once it has ended (or, if its
     process has not answered within wait_seconds, as it stands)."""
@@ -303,7 +386,7 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
         runner().stop(execution.pk, CANCELLED)
     elif process_alive(execution.runner) is False:
         # Its process is gone: nothing runs it any more. Close the row and say so.
-        mark_interrupted(Execution.objects.filter(pk=execution.pk))
+        Execution.objects.filter(pk=execution.pk).interrupt()
         raise NotRunning(
             f"Execution {execution.pk} is not running: the process that ran it stopped."
         )
@@ -324,7 +407,7 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
 
 def _send_cancel(execution: Execution) -> bool:
     try:
-        return live.backend().send_cancel(execution.runner, execution.pk)
+        return framelog.backend().send_cancel(execution.runner, {"execution_id": execution.pk})
     except Exception:
         raise ServiceUnavailable(
             "The channel layer (Redis, REDIS_URL) is not answering, so the cancel cannot "
@@ -332,58 +415,10 @@ def _send_cancel(execution: Execution) -> bool:
         ) from None
 
 
-def output_fields(result: ssh.CommandResult | None) -> dict[str, Any]:
-    if result is None:
-        return {"stdout": "", "stderr": "", "stdout_truncated": False, "stderr_truncated": False}
-    return {
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-        "stdout_truncated": result.stdout_truncated,
-        "stderr_truncated": result.stderr_truncated,
-    }
-
-
-def finish(
-    execution: Execution,
-    status: str,
-    result: ssh.CommandResult | None,
-    *,
-    error: HomelabError | None = None,
-) -> Execution:
-    """Complete the audit row after SSH, whatever happened.
-
-    Only a row still `running` is completed: one already closed (by a shutdown, or by
-    markinterrupted) keeps its status, and the row as stored is returned.
-    """
-    execution.status = status
-    execution.finished_at = timezone.now()
-    for field, value in output_fields(result).items():
-        setattr(execution, field, value)
-    if result is not None:
-        execution.duration_ms = result.duration_ms
-        if status not in (Status.TIMEOUT, Status.CANCELLED, Status.INTERRUPTED):
-            execution.exit_code = result.exit_code
-    if execution.duration_ms is None:
-        elapsed = execution.finished_at - execution.created_at
-        execution.duration_ms = int(elapsed.total_seconds() * 1000)
-    if error is not None:
-        execution.error_code = error.code
-        execution.error_detail = error.detail
-    fields = [
-        "status",
-        "finished_at",
-        "stdout",
-        "stderr",
-        "stdout_truncated",
-        "stderr_truncated",
-        "duration_ms",
-        "exit_code",
-        "error_code",
-        "error_detail",
-    ]
-    updated = Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
-        **{name: getattr(execution, name) for name in fields}
-    )
-    if not updated:
-        execution.refresh_from_db()
-    return execution
+def snapshot(execution: Execution) -> dict[str, Any]:
+    """A running execution's output so far (the beginning and the end, as the row will
+    keep), or {} when the live store has none."""
+    with contextlib.suppress(Exception):
+        return framelog.backend().snapshot(framelog.execution_log(execution.pk)) or {}
+    logger.warning("no live output for execution %s", execution.pk)
+    return {}

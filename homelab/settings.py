@@ -1,141 +1,30 @@
 """Settings for homelab: every knob comes from the environment (see .env.example).
 
-Small typed helpers read each variable and raise ImproperlyConfigured naming the
-variable when its value is bad, so a typo stops start-up instead of running with a
-surprising default.
+Small typed helpers (homelab/env.py) read each variable and raise ImproperlyConfigured
+naming the variable when its value is bad, so a typo stops start-up instead of running
+with a surprising default.
 """
 
-import ipaddress
 import os
-import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from homelab.env import (
+    LOG_LEVELS,
+    dev_secret_key,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_networks,
+    env_origins,
+    env_rate,
+    env_str,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use 1 or 0.")
-
-
-def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
-    if number < minimum or (maximum is not None and number > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ImproperlyConfigured(f"{name}={value!r} must be {bounds}.")
-    return number
-
-
-def env_rate(name: str, default: str) -> str:
-    """A DRF throttle rate such as '10/min'; checked here so a typo fails at start-up."""
-    value = os.environ.get(name) or default
-    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
-        raise ImproperlyConfigured(
-            f"{name}={value!r} is not a rate; use a number of requests per period, "
-            "e.g. '10/min' (periods: s, min, hour, day)."
-        )
-    return value
-
-
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    """One of choices (case-insensitive, returned as written in choices)."""
-    value = env_str(name, default).strip()
-    for choice in choices:
-        if value.upper() == choice.upper():
-            return choice
-    raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}.")
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
-
-
-def env_origins(name: str, *, wildcard_subdomains: bool = False) -> list[str]:
-    """Comma-separated origins, each `scheme://host[:port]` (e.g. http://localhost:5173).
-
-    A bare `*` is refused: every origin that may call the API is named. With
-    wildcard_subdomains (CSRF_TRUSTED_ORIGINS), `https://*.example.com` is allowed.
-    """
-    origins = env_list(name, "")
-    for origin in origins:
-        if origin == "*":
-            raise ImproperlyConfigured(
-                f"{name} may not be '*': list each origin allowed, comma-separated, "
-                "e.g. http://localhost:5173,https://app.example."
-            )
-        parts = urlsplit(origin)
-        host = parts.hostname or ""
-        if wildcard_subdomains and host.startswith("*."):
-            host = host[2:]
-        try:
-            port_ok = parts.port is None or parts.port > 0
-        except ValueError:
-            port_ok = False
-        if (
-            parts.scheme not in ("http", "https")
-            or not host
-            or "*" in host
-            or parts.path
-            or parts.query
-            or parts.fragment
-            or parts.username is not None
-            or not port_ok
-        ):
-            raise ImproperlyConfigured(
-                f"{name}: {origin!r} is not an origin; write scheme://host[:port] with no "
-                "path or trailing slash, e.g. https://app.example."
-            )
-    return origins
-
-
-def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Comma-separated IP addresses or CIDR networks (e.g. 127.0.0.1,10.0.0.0/8)."""
-    networks = []
-    for item in env_list(name, ""):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{name}: {item!r} is not an IP address or CIDR network; "
-                "use e.g. 127.0.0.1 or 10.0.0.0/8."
-            ) from None
-    return networks
-
-
-def dev_secret_key(path: Path) -> str:
-    """The key `make run` generated into path (.dev-secret-key), or "" without the file."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise ImproperlyConfigured(
-            f"{path} cannot be read ({exc.strerror}); set DJANGO_SECRET_KEY instead."
-        ) from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -177,7 +66,7 @@ MIDDLEWARE = [
     # carries the API key) and before anything else can answer them.
     "corsheaders.middleware.CorsMiddleware",
     # A NUL in a URL is a 400 before it reaches the database (PostgreSQL refuses it).
-    "commands.handlers.RefuseNulMiddleware",
+    "commands.api.handlers.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -352,14 +241,14 @@ HOMELAB_TRUSTED_PROXIES = env_networks("HOMELAB_TRUSTED_PROXIES")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "commands.authentication.ApiKeyAuthentication",
+        "commands.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["commands.permissions.IsApiKeyOrStaff"],
+    "DEFAULT_PERMISSION_CLASSES": ["commands.api.permissions.IsApiKeyOrStaff"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "commands.filters.BoundedLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "commands.api.filters.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "commands.handlers.api_exception_handler",
+    "EXCEPTION_HANDLER": "commands.api.handlers.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"command-execute": HOMELAB_EXECUTE_RATE},
 }
 
@@ -377,8 +266,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "commands.schema.document_execute_without_slash",
-        "commands.schema.document_common_errors",
+        "commands.api.schema.document_execute_without_slash",
+        "commands.api.schema.document_common_errors",
     ],
 }
 
@@ -389,7 +278,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
     # as a WARNING by commands/handlers.py, not again as Django's "Internal Server Error".
-    "filters": {"skip_logged_errors": {"()": "commands.logfilters.SkipLoggedErrors"}},
+    "filters": {"skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"}},
     "root": {"handlers": ["console"], "level": env_choice("DJANGO_LOG_LEVEL", "INFO", LOG_LEVELS)},
     "loggers": {
         # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines

@@ -8,12 +8,12 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from commands import frontdoor
+from commands.web import frontdoor
 
 urlpatterns = [
     path("", frontdoor.index, name="index"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("commands.urls")),
+    path("api/v1/", include("commands.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema")),
@@ -24,7 +24,7 @@ urlpatterns = [
     ),
 ]
 
-handler400 = "commands.handlers.bad_request"
-handler403 = "commands.handlers.permission_denied"
-handler404 = "commands.handlers.page_not_found"
-handler500 = "commands.handlers.server_error"
+handler400 = "commands.api.handlers.bad_request"
+handler403 = "commands.api.handlers.permission_denied"
+handler404 = "commands.api.handlers.page_not_found"
+handler500 = "commands.api.handlers.server_error"

@@ -45,13 +45,13 @@ def fresh_process_state():
     """No test sees another's throttle counts, runs, live logs or pooled SSH connections."""
     from django.core.cache import cache
 
-    from commands import live, runner, ssh
+    from commands.engine import process
 
     cache.clear()
     yield
-    runner.reset_runner()  # stops what a test left running, before its sshd goes
-    live.reset_backend()
-    ssh.close_all()
+    # The runner first (it stops what a test left running, before its sshd goes), then
+    # the live log, then the SSH connections.
+    process.reset_all()
     cache.clear()
 
 

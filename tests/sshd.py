@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -231,9 +230,9 @@ def target_for(daemon: SSHDaemon, key: Path, **changes: object):
     return ssh.SSHTarget(**fields)
 
 
-def sh(script: str) -> str:
-    """A shell snippet as the service passes commands: shlex.join of an argv."""
-    return shlex.join(["sh", "-c", script])
+def sh(script: str) -> list[str]:
+    """A shell snippet as the service passes commands: an argv."""
+    return ["sh", "-c", script]
 
 
 def terminate(process: subprocess.Popen, *, group: bool = False, grace: float = 10) -> None:

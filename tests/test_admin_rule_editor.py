@@ -102,6 +102,7 @@ def test_the_add_page_has_three_blank_rows_and_no_json_box(admin_client):
     assert 'class="add-parameter-row" data-rows="id_parameters-rows" hidden' in response.text
 
 
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_an_admin_adds_a_rule_through_the_rows_and_it_runs_on_a_real_server(
     admin_client, admin_user, api_client, sshd, make_server
 ):

@@ -340,7 +340,7 @@ def test_an_unknown_server_is_a_404(api_client):
 def test_a_check_uses_the_execute_quota_and_writes_no_audit_row(
     api_client, sshd, make_server, monkeypatch
 ):
-    from commands.throttling import ExecuteRateThrottle
+    from commands.quota import ExecuteRateThrottle
 
     monkeypatch.setattr(ExecuteRateThrottle, "THROTTLE_RATES", {"command-execute": "1/min"})
     server = make_server(sshd, port=free_port())  # nothing to connect to: a quick check

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from commands.clientip import client_ip
+from commands.api.clientip import client_ip
 from homelab.settings import dev_secret_key
 from tests.live import Daphne, manage, set_up
 from tests.proxy import (
@@ -350,10 +350,12 @@ def test_no_origin_is_allowed_by_default_and_listed_ones_are_kept():
 
 # --- .dev-secret-key ------------------------------------------------------------------------
 def settings_in(folder: Path, env: dict) -> subprocess.CompletedProcess:
-    """Import a copy of homelab/settings.py whose BASE_DIR is folder; print SECRET_KEY."""
+    """Import a copy of homelab/settings.py (and the env readers it imports) whose BASE_DIR
+    is folder; print SECRET_KEY."""
     (folder / "homelab").mkdir(exist_ok=True)
     (folder / "homelab" / "__init__.py").touch()
-    shutil.copy(ROOT / "homelab" / "settings.py", folder / "homelab" / "settings.py")
+    for module in ("settings.py", "env.py"):
+        shutil.copy(ROOT / "homelab" / module, folder / "homelab" / module)
     code = "import homelab.settings as s; print(s.SECRET_KEY)"
     return subprocess.run(
         [sys.executable, "-c", code],

@@ -107,7 +107,7 @@ def test_a_bearer_token_is_told_which_headers_carry_the_key(server):
     assert response["WWW-Authenticate"] == "Api-Key"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_an_x_api_key_counts_beside_another_authorization_header(server):
     _, raw = ApiKey.objects.create_key(name="behind-basic-auth")
     client = APIClient()
@@ -127,7 +127,7 @@ def test_a_logged_in_admin_behind_a_basic_auth_proxy_still_gets_in():
 
 
 # --- 9. logs -----------------------------------------------------------------------------------
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 @pytest.mark.parametrize("failure", ["host_key_unknown", "ssh_auth_failed", "ssh_connect_failed"])
 def test_an_ssh_configuration_failure_logs_one_warning_and_no_django_error(
     api_client, sshd, make_server, make_rule, other_client_key, caplog, failure
@@ -146,13 +146,13 @@ def test_an_ssh_configuration_failure_logs_one_warning_and_no_django_error(
     assert (response.status_code, response.json()["code"]) == (500, failure)
     assert not [r for r in caplog.records if r.name == "django.request"]
     ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [(r.name, r.levelname) for r in ours] == [("commands.handlers", "WARNING")]
+    assert [(r.name, r.levelname) for r in ours] == [("commands.api.handlers", "WARNING")]
     line = ours[0].getMessage()
     assert line.startswith(f"{failure} on server nas (execution {response.json()['execution_id']})")
     assert str(other_client_key) not in line and "id_" not in line
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_changed_host_key_is_still_a_django_error(
     api_client, sshd, make_server, make_rule, caplog, tmp_path
 ):
@@ -193,7 +193,7 @@ def test_a_template_with_shell_syntax_is_refused_with_the_sh_c_form(template, sy
     assert not AllowedCommand.objects.filter(action_type="t_shell").exists()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_the_suggested_sh_c_form_saves_and_runs_with_its_parameter(api_client, server):
     with pytest.raises(CommandError) as refused:
         allow("t_shout", "echo {word} | tr a-z A-Z", "--param", f"word={WORD}")
@@ -299,7 +299,7 @@ def test_daphne_sends_reason_phrases_and_logs_a_down_server_as_one_warning(tmp_p
             served.stop()
         daemon.stop()
     log = (tmp_path / "daphne.log").read_text()
-    assert "WARNING commands.handlers ssh_connect_failed on server box" in log
+    assert "WARNING commands.api.handlers ssh_connect_failed on server box" in log
     assert "Internal Server Error" not in log
 
 

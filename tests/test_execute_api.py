@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from commands.models import AllowedCommand, ApiKey, Execution
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # the runner thread writes the rows
 
 
 def url(server_id) -> str:

@@ -66,7 +66,7 @@ def test_the_audit_row_is_committed_before_ssh_and_no_transaction_is_open(
     assert read_rows_from_another_connection() == [(execution_id, "succeeded")]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_an_unexpected_error_is_a_500_ssh_error_with_the_row_and_no_internals(
     api_client, sshd, make_server, make_rule, monkeypatch
 ):
@@ -113,7 +113,7 @@ def test_a_connection_lost_mid_command_is_a_500_ssh_connection_lost(
     assert (row.status, row.error_code) == ("error", "ssh_connection_lost")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_server_without_the_timeout_tool_is_a_500_ssh_error_naming_the_fix(
     api_client, sshd_factory, make_server, make_rule
 ):

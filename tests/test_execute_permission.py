@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from commands.models import Execution
+from commands.requests import Caller
 from tests.live import Daphne, follow, manage, output_of, set_up, start
 from tests.sshd import SSHDaemon, processes_matching, public_key, wait_for
 
@@ -168,11 +169,13 @@ def test_a_user_who_started_a_command_but_lost_the_permission_cannot_cancel_it(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_socket_execute_refuses_a_user_without_the_permission_and_audits_it(server, viewer):
-    from commands import sockets
+    from commands.live import sockets
 
-    who = sockets.Caller(None, viewer, "127.0.0.1")
+    who = Caller(None, viewer, "127.0.0.1")
 
-    refused = sockets.start_execution(who, server, '{"command":"uptime","action_type":"t_uptime"}')
+    refused = sockets.start_execution(
+        who, str(server.pk), '{"command":"uptime","action_type":"t_uptime"}'
+    )
 
     assert isinstance(refused, sockets.Refusal)
     assert (refused.close_code, refused.frame["code"]) == (4403, "permission_denied")

@@ -223,7 +223,7 @@ def test_a_bad_host_header_on_the_api_is_a_json_400():
 
 
 def test_a_crash_on_the_api_is_a_json_500_without_a_traceback(rf):
-    from commands.handlers import server_error
+    from commands.api.handlers import server_error
 
     response = server_error(rf.get("/api/v1/servers/"))
     assert response.status_code == 500

@@ -199,7 +199,7 @@ def test_no_database_connection_is_held_while_a_command_runs(
 
 
 # --- 4. background children ---------------------------------------------------------------
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_command_that_leaves_a_background_child_running_returns_its_result(
     api_client, sshd, make_server, make_rule, marker
 ):
@@ -229,7 +229,7 @@ def test_the_executor_without_a_stop_event_also_returns_once_the_exit_status_is_
     executor, target, marker
 ):
     # Nothing wakes its read loop when the exit status comes without EOF: it must look.
-    script = f"""sh -c 'sleep "$1" & echo started' sh {marker}"""
-    result = executor.execute(target, script, timeout=5)
+    argv = ["sh", "-c", 'sleep "$1" & echo started', "sh", marker]
+    result = executor.execute(target, argv, timeout=5)
     assert (result.exit_code, result.stdout) == (0, "started\n")
     assert processes_matching(marker)

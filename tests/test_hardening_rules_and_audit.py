@@ -21,7 +21,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from commands.models import AllowedCommand, ApiKey, Execution, Server
-from commands.throttling import ExecuteRateThrottle
+from commands.quota import ExecuteRateThrottle
 from tests.live import manage
 
 WORD = "^[a-z]{1,10}$"
@@ -199,7 +199,7 @@ def one_per_minute(monkeypatch):
     monkeypatch.setattr(ExecuteRateThrottle, "THROTTLE_RATES", {"command-execute": "1/min"})
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_key_throttled_again_within_the_window_adds_to_one_audit_row(
     api_client, api_key, sshd, make_server, make_rule, one_per_minute
 ):

@@ -77,6 +77,7 @@ def test_a_refused_payload_never_reaches_the_server(
 
 
 @pytest.mark.parametrize(("payload", "literal"), LITERAL_PAYLOADS)
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_one_token_payload_reaches_echo_as_inert_text(
     api_client, server, tmp_path, payload, literal
 ):

@@ -157,7 +157,7 @@ def test_markinterrupted_closes_the_rows_of_a_process_that_is_gone(run_env, sshd
         rows = {}
         code = (
             "import django, sys; django.setup(); from commands.models import Execution; "
-            "from commands.runner import identity_of; "
+            "from commands.engine.runner import identity_of; "
             "pid = int(sys.argv[1]); "
             "r = Execution.objects.create(server_name='box', action_type='t', command='c', "
             "runner=identity_of(pid)); print(r.pk)"

@@ -11,9 +11,12 @@ import pytest
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from commands import live, runner, ssh
+from commands import ssh
+from commands.engine import framelog as live
+from commands.engine import runner
+from commands.engine.output import LiveOutput
 from commands.models import ApiKey, Execution
-from commands.streaming import LiveOutput
+from commands.requests import Caller
 from tests.sshd import processes_matching, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)  # runner threads write the rows
@@ -69,7 +72,6 @@ def test_wait_false_goes_through_the_same_whitelist_and_errors(api_client, serve
 def test_past_the_bound_a_request_gets_503_busy_with_retry_after(api_client, server, settings):
     settings.HOMELAB_MAX_RUNNING = 1
     settings.HOMELAB_BUSY_WAIT_SECONDS = 0
-    runner.reset_runner()
     first = execute(api_client, server, "sleep 30.123456789", "t_nap", wait=False)
     assert first.status_code == 202
 
@@ -138,11 +140,11 @@ def test_an_unknown_execution_cannot_be_cancelled_or_ticketed(api_client):
 
 # --- the output a stream carries and a row keeps ------------------------------------------
 def frames_of(execution_id: int) -> list[str]:
-    return live.backend().read(execution_id, 0) or []
+    return [frame.text for frame in live.backend().read(live.execution_log(execution_id), 0) or []]
 
 
 def test_the_stream_stops_at_the_stream_limit_with_one_truncated_frame(db):
-    live.backend().start(7001, ttl=60)
+    live.backend().start(live.execution_log(7001), ttl=60)
     output = LiveOutput(7001, stream_limit=10, output_limit=100)
     output("stdout", "héllo ".encode())  # 7 bytes
     output("stdout", b"world, and more")
@@ -152,16 +154,16 @@ def test_the_stream_stops_at_the_stream_limit_with_one_truncated_frame(db):
 
     frames = [json.loads(f) for f in frames_of(7001)]
     assert frames == [
-        {"type": "output", "stream": "stdout", "data": "héllo "},
-        {"type": "output", "stream": "stdout", "data": "wor"},
-        {"type": "truncated", "stream": "stdout"},
-        {"type": "output", "stream": "stderr", "data": "err"},
+        {"type": "output", "execution_id": 7001, "stream": "stdout", "data": "héllo "},
+        {"type": "output", "execution_id": 7001, "stream": "stdout", "data": "wor"},
+        {"type": "truncated", "execution_id": 7001, "stream": "stdout"},
+        {"type": "output", "execution_id": 7001, "stream": "stderr", "data": "err"},
     ]
     assert output.snapshot()["stdout"] == "héllo world, and morestill more"
 
 
 def test_a_character_split_between_chunks_is_streamed_whole(db):
-    live.backend().start(7002, ttl=60)
+    live.backend().start(live.execution_log(7002), ttl=60)
     output = LiveOutput(7002, stream_limit=100, output_limit=100)
     output("stdout", b"\xe2\x82")
     output("stdout", b"\xac!\x00")
@@ -219,7 +221,7 @@ def test_the_runner_bounds_concurrency_and_frees_slots():
 def authorize(user, execution_id: int, origin: bytes | None = b"http://127.0.0.1:8000"):
     from asgiref.sync import async_to_sync
 
-    from commands.streaming import authorize as check
+    from commands.live.streaming import authorize as check
 
     headers = [(b"host", b"127.0.0.1:8000")] + ([(b"origin", origin)] if origin else [])
     scope = {"headers": headers, "user": user, "query_string": b""}
@@ -243,15 +245,15 @@ def test_a_logged_in_user_who_is_not_staff_is_refused_4403(django_user_model):
 
 
 def test_the_one_connection_execute_shares_the_per_key_quota(server, api_key, monkeypatch):
-    from commands import sockets
-    from commands.throttling import ExecuteRateThrottle
+    from commands.live import sockets
+    from commands.quota import ExecuteRateThrottle
 
     monkeypatch.setattr(ExecuteRateThrottle, "THROTTLE_RATES", {"command-execute": "1/min"})
-    who = sockets.Caller(api_key[0], api_key[0].owner, "127.0.0.1")
+    who = Caller(api_key[0], api_key[0].owner, "127.0.0.1")
     message = json.dumps({"command": "echo hi", "action_type": "t_echo"})
 
-    first = sockets.start_execution(who, server, message)
-    second = sockets.start_execution(who, server, message)
+    first = sockets.start_execution(who, str(server.pk), message)
+    second = sockets.start_execution(who, str(server.pk), message)
 
     assert isinstance(first, int)
     assert isinstance(second, sockets.Refusal) and second.close_code == 4429
@@ -261,11 +263,11 @@ def test_the_one_connection_execute_shares_the_per_key_quota(server, api_key, mo
 
 
 def test_an_oversized_first_frame_is_refused_before_parsing(server, api_key):
-    from commands import sockets
+    from commands.live import sockets
 
-    who = sockets.Caller(api_key[0], None, "127.0.0.1")
+    who = Caller(api_key[0], None, "127.0.0.1")
 
-    refused = sockets.start_execution(who, server, "x" * (sockets.MAX_MESSAGE + 1))
+    refused = sockets.start_execution(who, str(server.pk), "x" * (sockets.MAX_MESSAGE + 1))
 
     assert (refused.close_code, refused.frame["code"]) == (4413, "too_large")
 
@@ -274,7 +276,7 @@ def test_an_execute_socket_that_sends_nothing_is_closed_4408(server, api_key, mo
     from asgiref.sync import async_to_sync
     from channels.testing import WebsocketCommunicator
 
-    from commands import consumers
+    from commands.live import consumers
     from homelab.asgi import application
 
     monkeypatch.setattr(consumers, "FIRST_FRAME_SECONDS", 0.2)
@@ -300,7 +302,7 @@ def test_an_execute_socket_that_sends_nothing_is_closed_4408(server, api_key, mo
 def test_a_run_in_another_process_out_of_reach_is_a_503_naming_the_fix(api_client, api_key):
     import subprocess
 
-    from commands.runner import identity_of
+    from commands.engine.runner import identity_of
 
     other = subprocess.Popen(["sleep", "30"])
     try:

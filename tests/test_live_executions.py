@@ -108,7 +108,8 @@ def test_a_client_that_reconnects_mid_run_gets_everything_once_in_order(stack):
     url = stream_url(server, execution_id)
 
     early = follow(url, key_headers(key), limit=1)  # leaves after the first frame
-    assert early.frames[0] == {"type": "output", "stream": "stdout", "data": "1\n"}
+    first = {"type": "output", "execution_id": execution_id, "stream": "stdout", "data": "1\n"}
+    assert early.frames[0] == first
     time.sleep(1.2)
     again = follow(url, key_headers(key))
 

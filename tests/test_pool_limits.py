@@ -66,7 +66,6 @@ def test_the_class_default_stays_when_no_limit_is_given():
 
 def test_the_service_executor_takes_the_setting(settings):
     settings.HOMELAB_SSH_MAX_CONNECTIONS = 7
-    ssh.close_all()
     assert services.executor().max_connections_per_target == 7
 
 
@@ -77,14 +76,15 @@ def test_the_setting_bounds_connections_per_server_under_load(
     """limit x 8 sessions + 8 more commands at once on a real sshd: exactly `limit`
     connections are opened, every command succeeds, the last 8 having queued."""
     settings.HOMELAB_SSH_MAX_CONNECTIONS = limit
-    ssh.close_all()
     daemon = sshd_factory()
     target = target_for(daemon, client_key)
     pool = services.executor()
     commands = limit * 8 + 8
     with ThreadPoolExecutor(max_workers=commands) as threads:
         results = list(
-            threads.map(lambda _: pool.execute(target, "sleep 0.3", timeout=30), range(commands))
+            threads.map(
+                lambda _: pool.execute(target, ["sleep", "0.3"], timeout=30), range(commands)
+            )
         )
     assert [result.exit_code for result in results] == [0] * commands
     assert daemon.accepted_connections() == limit
@@ -102,10 +102,10 @@ def test_a_command_that_finds_every_session_taken_is_busy_and_nothing_runs(
     )
     try:
         with ThreadPoolExecutor(max_workers=1) as threads:
-            first = threads.submit(pool.execute, target, "sleep 3", timeout=30)
+            first = threads.submit(pool.execute, target, ["sleep", "3"], timeout=30)
             assert wait_for(lambda: daemon.session_pids(), timeout=10)
             with pytest.raises(Busy, match="stayed busy for 1 s"):
-                pool.execute(target, f"touch {tmp_path / 'ran'}", timeout=30)
+                pool.execute(target, ["touch", str(tmp_path / "ran")], timeout=30)
             assert first.result().exit_code == 0
         assert not (tmp_path / "ran").exists()
     finally:
@@ -225,7 +225,7 @@ def test_request_threads_share_one_redis_connection_for_the_quota(monkeypatch):
     import redis
     from django.core.cache.backends.redis import RedisCache
 
-    from commands import throttling
+    from commands import quota as throttling
     from commands.models import ApiKey
 
     class CountingPool(redis.ConnectionPool):

@@ -57,6 +57,7 @@ def nas(sshd, make_server, make_rule) -> Server:
 
 
 # --- servers ------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_key_limited_to_a_server_sees_and_runs_only_that_server(nas):
     offline_server("web")
     raw, said = create_key("--server", "nas")
@@ -110,6 +111,7 @@ def test_an_unknown_server_or_action_is_refused_by_createapikey_with_the_fix(nas
 
 
 # --- action types -------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_a_key_limited_to_an_action_lists_and_runs_only_that_action(nas):
     client = client_for(create_key("--action", "t_echo")[0])
 
@@ -125,6 +127,7 @@ def test_a_key_limited_to_an_action_lists_and_runs_only_that_action(nas):
     assert (row.status, row.server_name, row.action_type) == ("rejected", "nas", "t_date")
 
 
+@pytest.mark.django_db(transaction=True)  # the runner thread closes the row
 def test_out_of_scope_requests_use_no_quota(nas):
     client = client_for(create_key("--action", "t_echo")[0])
     date = {"command": "date", "action_type": "t_date"}
@@ -310,7 +313,7 @@ def test_a_key_limited_to_a_server_reads_only_that_servers_history(nas):
 def test_a_key_limited_to_a_server_cannot_stream_anothers_execution(nas):
     from asgiref.sync import async_to_sync
 
-    from commands.streaming import authorize
+    from commands.live.streaming import authorize
 
     web = offline_server("web")
     elsewhere = Execution.objects.create(server=web, server_name="web", action_type="t_date")

@@ -6,7 +6,6 @@ Failure modes (host keys, auth, dead peers) are in test_ssh_failures.py.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ def loaded_machine() -> Iterator[None]:
 
 # --- results ------------------------------------------------------------------------------
 def test_it_runs_a_command_and_returns_its_output_and_exit_code(executor, target):
-    result = executor.execute(target, shlex.join(["echo", "hello world"]), timeout=5)
+    result = executor.execute(target, ["echo", "hello world"], timeout=5)
 
     assert result.exit_code == 0
     assert result.stdout == "hello world\n"
@@ -57,7 +56,7 @@ def test_stderr_is_kept_separate_from_stdout(executor, target):
 
 
 def test_an_unknown_command_exits_127(executor, target):
-    result = executor.execute(target, "no-such-command-homelab", timeout=5)
+    result = executor.execute(target, ["no-such-command-homelab"], timeout=5)
 
     assert result.exit_code == 127
     assert "no-such-command-homelab" in result.stderr
@@ -66,7 +65,7 @@ def test_an_unknown_command_exits_127(executor, target):
 def test_shell_syntax_in_the_command_string_is_not_interpreted(executor, target, tmp_path):
     # The command is an argv joined by shlex; re-wrapping it must keep it one argv.
     victim = tmp_path / "victim"
-    result = executor.execute(target, shlex.join(["echo", f"x; touch {victim}"]), timeout=5)
+    result = executor.execute(target, ["echo", f"x; touch {victim}"], timeout=5)
 
     assert result.stdout == f"x; touch {victim}\n"
     assert not victim.exists()
@@ -75,7 +74,7 @@ def test_shell_syntax_in_the_command_string_is_not_interpreted(executor, target,
 # --- output -------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_50_mb_of_output_is_capped_flagged_and_read_in_bounded_memory(executor, target):
-    executor.execute(target, "true", timeout=5)  # the connection is opened outside the trace
+    executor.execute(target, ["true"], timeout=5)  # the connection is opened outside the trace
     tracemalloc.start()
     try:
         result = executor.execute(
@@ -175,12 +174,12 @@ def test_a_command_the_server_stopped_first_is_still_a_timeout(
 ):
     # Simulates this thread being scheduled too late to notice its deadline: the server's
     # `timeout` stops the command first and it "finishes" with 124.
-    pump = channel._pump
+    pump = channel.pump
 
     def late_pump(chan, streams, deadline: float, *args, **kwargs) -> bool:
         return pump(chan, streams, deadline + 5, *args, **kwargs)  # the server stops it in 1 s
 
-    monkeypatch.setattr(channel, "_pump", late_pump)
+    monkeypatch.setattr(channel, "pump", late_pump)
 
     with pytest.raises(CommandTimeout) as caught:
         executor.execute(target, sh(f"echo started; sleep {marker}"), timeout=0.3)
@@ -197,13 +196,13 @@ def test_the_connection_is_reused_after_a_timeout(executor, target, sshd, marker
     with pytest.raises(CommandTimeout):
         executor.execute(target, sh(f"sleep {marker}"), timeout=1)
 
-    assert executor.execute(target, "true", timeout=5).exit_code == 0
+    assert executor.execute(target, ["true"], timeout=5).exit_code == 0
     assert sshd.accepted_connections() == 1
 
 
 # --- the pool -----------------------------------------------------------------------------
 def test_twenty_sequential_commands_use_one_tcp_connection(executor, target, sshd):
-    outputs = [executor.execute(target, f"echo {i}", timeout=5).stdout for i in range(20)]
+    outputs = [executor.execute(target, ["echo", str(i)], timeout=5).stdout for i in range(20)]
 
     assert outputs == [f"{i}\n" for i in range(20)]
     assert sshd.accepted_connections() == 1
@@ -244,7 +243,9 @@ def test_requests_beyond_the_session_cap_wait_for_a_slot_instead_of_failing(
         with ThreadPoolExecutor(max_workers=20) as threads:
             for _ in range(3):
                 results = list(
-                    threads.map(lambda i: pool.execute(target, f"echo {i}", timeout=10), range(20))
+                    threads.map(
+                        lambda i: pool.execute(target, ["echo", str(i)], timeout=10), range(20)
+                    )
                 )
                 assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
     finally:
@@ -255,25 +256,29 @@ def test_requests_beyond_the_session_cap_wait_for_a_slot_instead_of_failing(
 def test_an_idle_connection_is_closed_after_idle_seconds(sshd, target):
     pool = ssh.SSHPooledExecutor(idle_seconds=0.3)
     try:
-        pool.execute(target, "true", timeout=5)
+        pool.execute(target, ["true"], timeout=5)
         assert wait_for(lambda: not sshd.session_pids(), timeout=5)
 
-        assert pool.execute(target, "true", timeout=5).exit_code == 0
+        assert pool.execute(target, ["true"], timeout=5).exit_code == 0
         assert sshd.accepted_connections() == 2
     finally:
         pool.close()
 
 
-def test_get_executor_returns_one_shared_instance_until_close_all():
-    ssh.close_all()
+def test_the_service_executor_is_one_shared_instance_until_a_reset():
+    from commands import services
+    from commands.engine import process
+
+    process.reset_all()
     seen: list[ssh.SSHPooledExecutor] = []
-    threads = [threading.Thread(target=lambda: seen.append(ssh.get_executor())) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: seen.append(services.executor())) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
     assert len({id(instance) for instance in seen}) == 1
-    ssh.close_all()
-    assert ssh.get_executor() is not seen[0]
-    ssh.close_all()
+    process.reset_all()
+    assert seen[0]._closed  # the reset closed its connections
+    assert services.executor() is not seen[0]
+    process.reset_all()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import shlex
 import signal
 import socket
 import subprocess
@@ -98,7 +97,7 @@ def test_an_unpinned_server_is_refused_before_any_connection(executor, sshd, cli
     target = target_for(sshd, client_key, host_key="")
 
     with pytest.raises(HostKeyUnknown) as caught:
-        executor.execute(target, "true", timeout=5)
+        executor.execute(target, ["true"], timeout=5)
 
     assert caught.value.detail == (
         f"host key for srv ({sshd.host}:{sshd.port}) is not pinned; run "
@@ -115,7 +114,7 @@ def test_a_changed_host_key_is_refused_before_auth_and_nothing_runs(
     touched = tmp_path / "ran"
 
     with pytest.raises(HostKeyMismatch) as caught:
-        executor.execute(target, shlex.join(["touch", str(touched)]), timeout=5)
+        executor.execute(target, ["touch", str(touched)], timeout=5)
 
     detail = caught.value.detail
     assert ssh.fingerprint(sshd.host_key) in detail and ssh.fingerprint(wrong_pin) in detail
@@ -130,7 +129,7 @@ def test_a_server_without_a_key_of_the_pinned_type_is_refused(
     target = target_for(sshd, client_key, host_key=public_key(rsa_host_key))
 
     with pytest.raises(HostKeyMismatch, match="offers no ssh-rsa host key"):
-        executor.execute(target, "true", timeout=5)
+        executor.execute(target, ["true"], timeout=5)
     assert sshd.accepted_connections() == 0
 
 
@@ -141,14 +140,14 @@ def test_a_server_with_several_host_keys_presents_the_pinned_one(
     by_rsa = target_for(daemon, client_key, name="by-rsa", host_key=public_key(rsa_host_key))
     by_ed25519 = target_for(daemon, client_key)
 
-    assert executor.execute(by_rsa, "echo rsa", timeout=5).stdout == "rsa\n"
-    assert executor.execute(by_ed25519, "echo ed", timeout=5).stdout == "ed\n"
+    assert executor.execute(by_rsa, ["echo", "rsa"], timeout=5).stdout == "rsa\n"
+    assert executor.execute(by_ed25519, ["echo", "ed"], timeout=5).stdout == "ed\n"
 
 
 # --- authentication -------------------------------------------------------------------------
 def test_a_key_the_server_does_not_accept_fails_with_auth_failed(executor, sshd, other_client_key):
     with pytest.raises(AuthFailed) as caught:
-        executor.execute(target_for(sshd, other_client_key), "true", timeout=5)
+        executor.execute(target_for(sshd, other_client_key), ["true"], timeout=5)
 
     assert "refused our SSH key for user" in caught.value.detail
     assert str(other_client_key) not in caught.value.detail
@@ -156,7 +155,7 @@ def test_a_key_the_server_does_not_accept_fails_with_auth_failed(executor, sshd,
 
 def test_no_configured_key_fails_with_auth_failed_naming_the_setting(executor, sshd, client_key):
     with pytest.raises(AuthFailed, match="set HOMELAB_SSH_KEY_FILE or the server's key file"):
-        executor.execute(target_for(sshd, client_key, key_filename=None), "true", timeout=5)
+        executor.execute(target_for(sshd, client_key, key_filename=None), ["true"], timeout=5)
 
 
 @pytest.mark.parametrize("content", [None, "SECRET-LOOKING-CONTENT\n"])
@@ -168,7 +167,7 @@ def test_an_unusable_key_file_fails_without_revealing_its_path_or_content(
         key.write_text(content)
 
     with caplog.at_level(logging.DEBUG), pytest.raises(AuthFailed) as caught:
-        executor.execute(target_for(sshd, client_key, key_filename=str(key)), "true", timeout=5)
+        executor.execute(target_for(sshd, client_key, key_filename=str(key)), ["true"], timeout=5)
 
     assert caught.value.detail.startswith("could not read the private key for srv;")
     for text in (caught.value.detail, caplog.text):
@@ -182,7 +181,7 @@ def test_a_passphrase_protected_key_fails_with_auth_failed_saying_so(
 ):
     # paramiko 5.1 raises TypeError for these, which used to escape as a 500.
     with caplog.at_level(logging.DEBUG), pytest.raises(AuthFailed) as caught:
-        executor.execute(target_for(sshd, encrypted_key), "true", timeout=5)
+        executor.execute(target_for(sshd, encrypted_key), ["true"], timeout=5)
 
     assert "is encrypted with a passphrase" in caught.value.detail
     assert "unencrypted deploy key" in caught.value.detail
@@ -198,7 +197,7 @@ def test_a_listener_that_never_speaks_ssh_fails_within_the_connect_deadline(
     target = target_for(sshd, client_key, port=silent_port)
 
     with pytest.raises(ConnectFailed, match=r"SSH handshake with srv .* failed within 1 s"):
-        quick_executor.execute(target, "true", timeout=5)
+        quick_executor.execute(target, ["true"], timeout=5)
 
 
 @pytest.mark.timeout(30)
@@ -208,18 +207,18 @@ def test_a_tcp_connect_that_gets_no_answer_fails_within_the_connect_deadline(
     target = target_for(sshd, client_key, port=unanswered_port)
 
     with pytest.raises(ConnectFailed, match="did not accept a TCP connection within 1 s"):
-        quick_executor.execute(target, "true", timeout=5)
+        quick_executor.execute(target, ["true"], timeout=5)
 
 
 def test_a_stopped_server_fails_with_connect_failed_even_with_a_pooled_connection(
     executor, sshd, client_key
 ):
     target = target_for(sshd, client_key)
-    executor.execute(target, "true", timeout=5)
+    executor.execute(target, ["true"], timeout=5)
     sshd.stop()  # its sessions too, so the pooled connection is closed
 
     with pytest.raises(ConnectFailed, match="could not connect to srv"):
-        executor.execute(target, "true", timeout=5)
+        executor.execute(target, ["true"], timeout=5)
 
 
 # --- dead, frozen and restarted peers --------------------------------------------------------
@@ -228,11 +227,11 @@ def test_a_frozen_connection_is_replaced_before_exec(executor, sshd, client_key)
     # The peer stops answering but the TCP connection stays up: is_active() stays true,
     # so only the channel-open deadline notices; nothing ran, so it reconnects.
     target = target_for(sshd, client_key)
-    executor.execute(target, "true", timeout=5)
+    executor.execute(target, ["true"], timeout=5)
     frozen = sshd.session_pids()
     signal_pids(frozen, signal.SIGSTOP)
     try:
-        assert executor.execute(target, "echo again", timeout=5).stdout == "again\n"
+        assert executor.execute(target, ["echo", "again"], timeout=5).stdout == "again\n"
         assert sshd.accepted_connections() == 2
     finally:
         signal_pids(frozen, signal.SIGKILL)
@@ -243,12 +242,12 @@ def test_a_frozen_server_fails_within_the_deadlines_instead_of_hanging(
     quick_executor, sshd, client_key
 ):
     target = target_for(sshd, client_key)
-    quick_executor.execute(target, "true", timeout=5)
+    quick_executor.execute(target, ["true"], timeout=5)
     frozen = [sshd.process.pid, *sshd.session_pids()]
     signal_pids(frozen, signal.SIGSTOP)
     try:
         with pytest.raises(ConnectFailed, match=r"SSH handshake with srv .* failed within 1 s"):
-            quick_executor.execute(target, "true", timeout=5)
+            quick_executor.execute(target, ["true"], timeout=5)
     finally:
         signal_pids(frozen[1:], signal.SIGKILL)
         signal_pids(frozen[:1], signal.SIGCONT)
@@ -256,10 +255,10 @@ def test_a_frozen_server_fails_within_the_deadlines_instead_of_hanging(
 
 def test_sshd_restarted_between_two_commands_costs_one_new_connection(executor, sshd, client_key):
     target = target_for(sshd, client_key)
-    assert executor.execute(target, "echo one", timeout=5).stdout == "one\n"
+    assert executor.execute(target, ["echo", "one"], timeout=5).stdout == "one\n"
     sshd.restart()  # its sessions too, as a reboot would
 
-    assert executor.execute(target, "echo two", timeout=5).stdout == "two\n"
+    assert executor.execute(target, ["echo", "two"], timeout=5).stdout == "two\n"
     assert sshd.accepted_connections() == 2
 
 
@@ -275,11 +274,11 @@ def test_every_stale_pooled_connection_is_replaced_after_sshd_restarts(executor,
     assert sshd.accepted_connections() >= 2  # 8 sessions per connection: two or more pooled
     sshd.restart()  # its sessions too, so both pooled connections are dead
 
-    outputs = [executor.execute(target, f"echo {i}", timeout=5).stdout for i in range(3)]
+    outputs = [executor.execute(target, ["echo", str(i)], timeout=5).stdout for i in range(3)]
     with ThreadPoolExecutor(max_workers=12) as threads:
         outputs += list(
             threads.map(
-                lambda i: executor.execute(target, f"echo {i}", timeout=10).stdout, range(12)
+                lambda i: executor.execute(target, ["echo", str(i)], timeout=10).stdout, range(12)
             )
         )
 
@@ -294,9 +293,9 @@ def test_a_connection_lost_mid_command_is_reported_and_never_retried(
     marker,
 ):
     runs = tmp_path / "runs"
-    command = shlex.join(["sh", "-c", f"echo run >> {runs}; sleep {marker}"])
+    command = ["sh", "-c", f"echo run >> {runs}; sleep {marker}"]
     target = target_for(sshd, client_key)
-    executor.execute(target, "true", timeout=5)
+    executor.execute(target, ["true"], timeout=5)
     with ThreadPoolExecutor(max_workers=1) as thread:
         pending = thread.submit(executor.execute, target, command, timeout=2)
         assert wait_for(runs.exists, timeout=5)

@@ -10,7 +10,7 @@ from django.core.cache.backends.redis import RedisCache
 from rest_framework.test import APIClient
 
 from commands.models import ApiKey
-from commands.throttling import ExecuteRateThrottle
+from commands.quota import ExecuteRateThrottle
 from tests.services import redis_url
 
 

@@ -11,8 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.urls import reverse
 
+from commands.admin.access import StaffMayRead
 from commands.models import Execution
-from commands.permissions import StaffMayRead, may_execute
+from commands.scopes import may_execute
 
 # Running rows first (they are what an admin opens the trail for), then newest.
 RUNNING_FIRST = Case(

@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from commands import whitelist
+from commands.admin.access import StaffMayRead
 from commands.admin.parameter_rows import (
     RULE_CODES,
     TEMPLATE_CODES,
@@ -32,7 +33,6 @@ from commands.admin.parameter_rows import (
 )
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Server
-from commands.permissions import StaffMayRead
 from commands.rules import usable_on
 
 

@@ -27,10 +27,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from commands import checks, rules, services, ssh, whitelist
+from commands.admin.access import StaffMayRead
 from commands.exceptions import CommandRejected, SSHError
 from commands.models import AllowedCommand, Server
-from commands.permissions import NO_EXECUTE_PERMISSION, StaffMayRead, may_execute
-from commands.ssh.hostkeys import check_host_key_strength, keygen_fingerprint, parse_host_key
+from commands.scopes import NO_EXECUTE_PERMISSION, may_execute
 
 
 class ServerForm(forms.ModelForm):
@@ -40,7 +40,7 @@ class ServerForm(forms.ModelForm):
         text = self.cleaned_data["host_key"].strip()
         if text:
             try:
-                check_host_key_strength(parse_host_key(text))
+                ssh.check_host_key_strength(ssh.parse_host_key(text))
             except ValueError as exc:
                 raise ValidationError(f"Not pinned: {exc}.") from None
         return text
@@ -86,7 +86,7 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         if not server.host_key:
             return "not pinned"
         try:
-            return keygen_fingerprint(server.host_key)
+            return ssh.keygen_fingerprint(server.host_key)
         except ValueError as exc:
             return f"unusable ({exc})"
 
@@ -247,8 +247,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
 
     def pin(self, request: HttpRequest, server: Server, key: str, change_url: str) -> HttpResponse:
         try:
-            parsed = parse_host_key(key)
-            check_host_key_strength(parsed)
+            parsed = ssh.parse_host_key(key)
+            ssh.check_host_key_strength(parsed)
         except ValueError as exc:
             self.message_user(request, f"Not pinned: {exc}.", messages.ERROR)
             return redirect(change_url)
@@ -269,7 +269,7 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         self.log_change(request, server, [{"changed": {"fields": ["pinned host key"]}}])
         self.message_user(
             request,
-            f"Pinned host key for {server.name}: {keygen_fingerprint(server.host_key)}.",
+            f"Pinned host key for {server.name}: {ssh.keygen_fingerprint(server.host_key)}.",
             messages.SUCCESS,
         )
         return redirect(change_url)
@@ -278,7 +278,7 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
 def pin_context(server: Server, key: str) -> dict[str, Any]:
     """The confirmation page's facts: the fetched key, whether it is weak or already pinned."""
     try:
-        check_host_key_strength(key)
+        ssh.check_host_key_strength(key)
         weak = ""
     except ValueError as exc:
         weak = str(exc)
@@ -286,13 +286,13 @@ def pin_context(server: Server, key: str) -> dict[str, Any]:
     replaces = ""
     if pinned:
         try:
-            replaces = keygen_fingerprint(server.host_key)
+            replaces = ssh.keygen_fingerprint(server.host_key)
         except ValueError as exc:  # a pin paramiko no longer reads (ssh-dss): replace it
             replaces = f"(an unusable pin: {exc})"
     return {
         "host_key": key,
         "fetched_from": address_of(server),
-        "fingerprint": keygen_fingerprint(key),
+        "fingerprint": ssh.keygen_fingerprint(key),
         "weak": weak,
         "already_pinned": pinned == key.split()[:2],
         "replaces": replaces,
@@ -318,15 +318,12 @@ def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
 def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[int, dict]:
     """(status, body) for what Run would send: the command text built from the rule's
     tokens (each value one shell word), and the argv the server gets for it."""
-    rule = rules.find(action_type, server)
-    if rule is None:
-        detail = f"No enabled rule named {action_type[:64]!r} is usable on server {server.name!r}."
-        return 400, {"detail": detail, "code": "not_whitelisted", "problems": {}}
     try:
-        tokens = whitelist.check_rule(rule.template, rule.parameters)
-    except ValidationError as exc:
-        detail = f"Rule {rule.action_type!r} is invalid until an admin fixes it: {exc.messages[0]}"
-        return 400, {"detail": detail, "code": "not_whitelisted", "problems": {}}
+        # The API's own lookup, with its refusal (which names the usable action types).
+        rule = rules.find_or_refuse(action_type, server)
+    except CommandRejected as exc:
+        return 400, {"detail": exc.detail, "code": exc.code, "problems": {}}
+    tokens = rule.template_tokens  # split and checked when the rule was saved
     problems = {
         name: problem
         for name, pattern in rule.parameters.items()

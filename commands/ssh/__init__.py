@@ -4,10 +4,13 @@ The only code that imports paramiko/fabric. It imports no Django models: callers
 plain connection parameters (`SSHTarget`) and get plain results (`CommandResult`) or one
 of the `commands.exceptions.SSHError` family.
 
-hostkeys.py parses, fingerprints and fetches host keys; connect.py opens one pinned,
-authenticated connection; channel.py runs one command on an open channel; pool.py shares
-connections between threads (`SSHPooledExecutor`, `get_executor`); probe.py checks a
+It takes an argv list and builds the command line the server runs once (channel.py).
+net.py opens the TCP connection; keys.py loads our private key; hostkeys.py parses,
+checks and fingerprints host keys; connect.py opens one pinned, authenticated connection
+(and fetches a server's host key); channel.py runs one command on an open channel;
+pool.py shares connections between threads (`SSHPooledExecutor`); probe.py checks a
 server step by step on a fresh connection of its own (`Probe`, for commands/checks.py).
+The process-wide executor is the services layer's (commands/services.py).
 """
 
 # The SSHError family is re-exported: callers catch it as `ssh.ConnectFailed` and the like.
@@ -29,16 +32,19 @@ from commands.ssh.channel import (
     CommandResult,
     clean_text,
     run_command,
+    server_side_command,
 )
-from commands.ssh.connect import SSHTarget, check_private_key
+from commands.ssh.connect import SSHTarget, fetch_host_key
 from commands.ssh.hostkeys import (
+    check_host_key_strength,
     describe_key,
-    fetch_host_key,
     fingerprint,
     format_host_key,
+    keygen_fingerprint,
     parse_host_key,
 )
-from commands.ssh.pool import SSHPooledExecutor, close_all, get_executor
+from commands.ssh.keys import check_private_key
+from commands.ssh.pool import SSHPooledExecutor
 from commands.ssh.probe import Probe, ProbeFailed, ProbeRun
 
 __all__ = [
@@ -60,14 +66,15 @@ __all__ = [
     "SSHError",
     "SSHPooledExecutor",
     "SSHTarget",
+    "check_host_key_strength",
     "check_private_key",
     "clean_text",
-    "close_all",
     "describe_key",
     "fetch_host_key",
     "fingerprint",
     "format_host_key",
-    "get_executor",
+    "keygen_fingerprint",
     "parse_host_key",
     "run_command",
+    "server_side_command",
 ]

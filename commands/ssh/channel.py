@@ -10,7 +10,7 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -19,7 +19,7 @@ from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
 from commands.exceptions import CommandStopped, CommandTimeout, ConnectionLost, SSHError
-from commands.ssh.connect import SSHTarget, _where
+from commands.ssh.connect import SSHTarget
 
 logger = logging.getLogger("commands.ssh")
 
@@ -64,8 +64,9 @@ class CommandResult:
     duration_ms: int
 
 
-def _server_side_command(command: str, timeout: float) -> str:
-    """`command` run under `timeout -k`, rebuilt as argv with shlex (never concatenated).
+def server_side_command(argv: Sequence[str], timeout: float) -> str:
+    """argv run under `timeout -k`, joined with shlex (never concatenated): the one place
+    the command line the server's shell reads is built.
 
     The server's deadline is `timeout` + SERVER_MARGIN_SECONDS, so the client's comes first.
     The login shell first prints its PID on a line of its own (a constant of ours, read
@@ -73,8 +74,8 @@ def _server_side_command(command: str, timeout: float) -> str:
     and leads a process group: a cancel signals that group over a second channel.
     """
     seconds = f"{max(timeout, 0.001) + SERVER_MARGIN_SECONDS:.3f}".rstrip("0").rstrip(".")
-    argv = ["timeout", "-k", str(KILL_AFTER_SECONDS), seconds, *shlex.split(command)]
-    return f"echo {_PID_PREFIX}$$; exec {shlex.join(argv)}"
+    wrapped = ["timeout", "-k", str(KILL_AFTER_SECONDS), seconds, *argv]
+    return f"echo {_PID_PREFIX}$$; exec {shlex.join(wrapped)}"
 
 
 def _kill_command(pid: int) -> str:
@@ -140,7 +141,7 @@ def _incomplete_end(data: bytes) -> int:
     return 0
 
 
-class _Streams:
+class Streams:
     """Both streams of one command: their capped copies, the live observer, the remote PID."""
 
     def __init__(self, limit: int, on_output: Callable[[str, bytes], None] | None) -> None:
@@ -187,7 +188,7 @@ class _Streams:
 
 def run_command(
     chan: paramiko.Channel,
-    command: str,
+    argv: Sequence[str],
     *,
     target: SSHTarget,
     timeout: float,
@@ -198,17 +199,18 @@ def run_command(
     on_output: Callable[[str, bytes], None] | None = None,
     stop: threading.Event | None = None,
 ) -> CommandResult:
-    """Run `command` under the server-side `timeout` wrapper on chan; a CommandResult, or an
-    SSHError. `on_broken` is called (before raising) when the connection is unusable.
+    """Run argv under the server-side `timeout` wrapper on chan; a CommandResult, or an
+    SSHError (ConnectionLost and CommandTimeout carry the output so far as `.partial`).
+    `on_broken` is called (before raising) when the connection is unusable.
 
     `limit` caps each stream; `started` is when the caller began (for duration_ms);
     `exec_timeout` bounds the server's reply to the exec request. `on_output(stream,
     bytes)` sees the output as it arrives. Setting `stop` stops the remote process and
     raises CommandStopped with the output so far.
     """
-    wrapped = _server_side_command(command, timeout)
-    where = _where(target)
-    streams = _Streams(limit, on_output)
+    wrapped = server_side_command(argv, timeout)
+    where = target.where
+    streams = Streams(limit, on_output)
     # Taken before the exec request: the server's `timeout` starts later, and later still
     # by SERVER_MARGIN_SECONDS, so this deadline passes first.
     deadline = time.monotonic() + timeout
@@ -217,7 +219,7 @@ def run_command(
     try:
         # The reply to the exec request is the server's, not the command's: a short
         # rule timeout must not turn a slow reply into a lost connection.
-        accepted = _send_exec(chan, wrapped, exec_timeout)
+        accepted = send_exec(chan, wrapped, exec_timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         on_broken()
         raise ConnectionLost(
@@ -226,17 +228,19 @@ def run_command(
         ) from None
     if not accepted:
         raise SSHError(f"{where} refused to run a command for {target.username}")
-    if not _pump(chan, streams, deadline, stop):
+    if not pump(chan, streams, deadline, stop):
         if stop is not None and stop.is_set():
             _stopped(chan, streams, target, started, exec_timeout, on_broken)
         _timed_out(chan, streams, target, timeout, started, on_broken)
     streams.end()
     if chan.exit_status == -1 and not chan.transport.is_active():
         on_broken()
-        raise ConnectionLost(
+        lost = ConnectionLost(
             f"the connection to {where} dropped while the command ran; it may have "
             "finished or not, so it was not retried"
         )
+        lost.partial = _result(-1, streams, started)  # what it printed before the loss
+        raise lost
     if chan.exit_status in _WRAPPER_KILL_CODES and time.monotonic() >= deadline:
         # The server stopped it first: this thread was not scheduled in time to notice
         # its own deadline (a loaded machine). It is a timeout all the same.
@@ -252,7 +256,7 @@ def run_command(
 
 def _timed_out(
     chan: paramiko.Channel,
-    streams: _Streams,
+    streams: Streams,
     target: SSHTarget,
     timeout: float,
     started: float,
@@ -260,7 +264,7 @@ def _timed_out(
 ) -> NoReturn:
     # The server-side `timeout` fires soon (SIGTERM, then SIGKILL); keep reading so the
     # partial output includes what the command printed while it was being stopped.
-    if not _pump(chan, streams, time.monotonic() + STOP_GRACE_SECONDS):
+    if not pump(chan, streams, time.monotonic() + STOP_GRACE_SECONDS):
         on_broken()  # the server did not answer at all: do not reuse it
     streams.end()
     raise _timeout_error(target, timeout, _result(-1, streams, started))
@@ -268,7 +272,7 @@ def _timed_out(
 
 def _stopped(
     chan: paramiko.Channel,
-    streams: _Streams,
+    streams: Streams,
     target: SSHTarget,
     started: float,
     exec_timeout: float,
@@ -276,11 +280,11 @@ def _stopped(
 ) -> NoReturn:
     """Stop the remote process on request, read what it prints meanwhile, CommandStopped."""
     if streams.pid is None:  # the PID line is the first thing the shell prints
-        _pump(chan, streams, time.monotonic() + 1.0, until_pid=True)
+        pump(chan, streams, time.monotonic() + 1.0, until_pid=True)
     killed = streams.pid is not None and _signal(chan.transport, streams.pid, exec_timeout)
     if not killed:
         logger.warning("could not signal the command on %s; its timeout will stop it", target.name)
-    if not killed or not _pump(chan, streams, time.monotonic() + STOP_GRACE_SECONDS):
+    if not killed or not pump(chan, streams, time.monotonic() + STOP_GRACE_SECONDS):
         on_broken()  # closing the connection is all that is left to do
     streams.end()
     raise CommandStopped(_result(-1, streams, started))
@@ -297,7 +301,7 @@ def _signal(transport: paramiko.Transport, pid: int, timeout: float) -> bool:
     if chan is None:
         return False
     try:
-        if not _send_exec(chan, _kill_command(pid), timeout):
+        if not send_exec(chan, _kill_command(pid), timeout):
             return False
         chan.status_event.wait(timeout)
         return True
@@ -315,8 +319,9 @@ def _open_retrying(transport: paramiko.Transport, deadline: float) -> paramiko.C
         except paramiko.ChannelException:
             pass  # refused: no free session slot yet
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            # paramiko's one saved exception per transport: a refusal can read like this.
-            if "Unable to open channel" not in str(exc):
+            # paramiko's one saved exception per transport: under concurrency a refusal
+            # meant for another open surfaces here as a plain SSHException on a live link.
+            if not refused_elsewhere(exc, transport):
                 return None
         if time.monotonic() + delay > deadline:
             return None
@@ -325,7 +330,14 @@ def _open_retrying(transport: paramiko.Transport, deadline: float) -> paramiko.C
     return None
 
 
-def _send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
+def refused_elsewhere(exc: BaseException, transport: paramiko.Transport) -> bool:
+    """Whether exc, raised by open_session, is a session refusal that paramiko reported to
+    another thread: it keeps one saved exception per transport, and the open that missed
+    it gets a plain SSHException while the connection itself is fine."""
+    return type(exc) is paramiko.SSHException and transport.is_active()
+
+
+def send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
     """Start command on chan; False if the server refused (nothing ran).
 
     Channel.exec_command waits for the server's answer with no deadline, so a silent peer
@@ -348,7 +360,7 @@ def _send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
     return False
 
 
-def _drain(chan: paramiko.Channel, streams: _Streams) -> None:
+def _drain(chan: paramiko.Channel, streams: Streams) -> None:
     # Keep reading past the caps: the window stays open and the command runs to its end
     # (its exit code stays true); only the first `limit` bytes of each stream are kept.
     while chan.recv_ready() or chan.recv_stderr_ready():
@@ -358,9 +370,9 @@ def _drain(chan: paramiko.Channel, streams: _Streams) -> None:
             streams.stderr(chan.recv_stderr(READ_CHUNK))
 
 
-def _pump(
+def pump(
     chan: paramiko.Channel,
-    streams: _Streams,
+    streams: Streams,
     deadline: float,
     stop: threading.Event | None = None,
     *,
@@ -405,7 +417,7 @@ def _pump(
             poller.poll(max(int(remaining * 1000), 1))
 
 
-def _result(exit_code: int, streams: _Streams, started: float) -> CommandResult:
+def _result(exit_code: int, streams: Streams, started: float) -> CommandResult:
     out, err = streams.out, streams.err
     return CommandResult(
         exit_code=exit_code,
@@ -419,7 +431,7 @@ def _result(exit_code: int, streams: _Streams, started: float) -> CommandResult:
 
 def _timeout_error(target: SSHTarget, timeout: float, partial: CommandResult) -> CommandTimeout:
     exc = CommandTimeout(
-        f"the command did not finish within {timeout:g} s on {_where(target)} and "
+        f"the command did not finish within {timeout:g} s on {target.where} and "
         "was stopped there; raise the rule's timeout if it needs longer"
     )
     exc.partial = partial

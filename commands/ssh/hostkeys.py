@@ -1,18 +1,13 @@
-"""Host keys: parsing, formatting and fingerprinting them, fetching a server's, and the
-pinned key a connection must be offered."""
+"""Host keys: parsing, checking, formatting and fingerprinting them, and the algorithms a
+connection asks for so that a server presents its pinned key. Pure: no network (fetching a
+server's key is connect.fetch_host_key)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING
 
 import paramiko
-
-from commands.exceptions import HostKeyUnknown, SSHError
-
-if TYPE_CHECKING:
-    from commands.ssh.connect import SSHTarget
 
 
 def parse_host_key(text: str) -> paramiko.PKey:
@@ -86,44 +81,8 @@ def describe_key(key: paramiko.PKey, comment: str = "") -> str:
     return f"{key.get_bits()} {fingerprint(key)}{middle} ({label})"
 
 
-def fetch_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
-    """The server's host key as 'TYPE BASE64', read from the handshake (no authentication)."""
-    # Imported here, not at the top: connect.py imports this module for the pinned key.
-    from commands.ssh.connect import _tcp_connect
-
-    sock = _tcp_connect(host, port, timeout, where=f"{host}:{port}")
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = timeout
-    transport.handshake_timeout = timeout
-    try:
-        transport.start_client(timeout=timeout)
-        return format_host_key(transport.get_remote_server_key())
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise SSHError(f"SSH handshake with {host}:{port} failed: {exc}") from None
-    finally:
-        transport.close()
-
-
-def _disabled_host_key_algorithms(pinned: paramiko.PKey) -> list[str]:
+def disabled_host_key_algorithms(pinned: paramiko.PKey) -> list[str]:
     """Every host-key algorithm except the pinned key's, so the server presents that one."""
     kind = pinned.get_name()
     allowed = {"rsa-sha2-256", "rsa-sha2-512", kind} if kind == "ssh-rsa" else {kind}
     return [name for name in paramiko.Transport._preferred_keys if name not in allowed]
-
-
-def _pinned_key(target: SSHTarget) -> paramiko.PKey:
-    # Imported here, not at the top: connect.py imports this module for the pinned key.
-    from commands.ssh.connect import _where
-
-    if not target.host_key:
-        raise HostKeyUnknown(
-            f"host key for {_where(target)} is not pinned; run "
-            f"`./manage.py trusthost {target.name}` after checking the fingerprint"
-        )
-    try:
-        return parse_host_key(target.host_key)
-    except ValueError as exc:
-        raise HostKeyUnknown(
-            f"the pinned host key for {_where(target)} is unusable ({exc}); run "
-            f"`./manage.py trusthost {target.name}` after checking the fingerprint"
-        ) from None

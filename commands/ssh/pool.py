@@ -10,16 +10,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import fabric
 import paramiko
 
 from commands.exceptions import Busy, CommandStopped, ConnectFailed, SSHError
-from commands.ssh.channel import CommandResult, run_command
-from commands.ssh.connect import SSHTarget, _connect, _where
-from commands.ssh.hostkeys import _pinned_key
+from commands.ssh.channel import CommandResult, refused_elsewhere, run_command
+from commands.ssh.connect import SSHTarget, connect, pinned_key
 
 # The package's name, as these lines were logged before commands/ssh.py became a package.
 logger = logging.getLogger("commands.ssh")
@@ -94,29 +92,32 @@ class SSHPooledExecutor:
     def execute(
         self,
         target: SSHTarget,
-        command: str,
+        argv: Sequence[str],
         *,
         timeout: float,
         output_limit: int = 10240,
         on_output: Callable[[str, bytes], None] | None = None,
         stop: threading.Event | None = None,
     ) -> CommandResult:
-        """Run `command` on target; a CommandResult, or an SSHError (a command is never re-run).
+        """Run argv on target; a CommandResult, or an SSHError (a command is never re-run).
 
-        `command` is a shell-safe string (shlex.join of an argv). CommandTimeout carries the
+        argv is the exact argument vector (the whitelist's); the wrapped command line is
+        built from it once, in channel.py. CommandTimeout and ConnectionLost carry the
         output read so far as `.partial` (a CommandResult with exit_code -1).
         `on_output(stream, bytes)` sees output as it arrives; setting `stop` stops the
         remote process and raises CommandStopped (with `.partial`).
         """
         if timeout <= 0 or output_limit < 0:
             raise ValueError("timeout must be > 0 and output_limit >= 0")
-        _pinned_key(target)  # an unpinned server is refused before any network I/O
+        if isinstance(argv, str) or not argv:
+            raise ValueError("argv must be a non-empty list of arguments, not a command line")
+        pinned_key(target)  # an unpinned server is refused before any network I/O
         started = time.monotonic()
         pooled, chan = self._session(target, stop)
         try:
             return run_command(
                 chan,
-                command,
+                argv,
                 target=target,
                 timeout=timeout,
                 limit=output_limit,
@@ -168,12 +169,12 @@ class SSHPooledExecutor:
                 self._release(pooled)
                 raise
         raise ConnectFailed(
-            f"every pooled SSH connection to {_where(target)} failed to open a session; "
+            f"every pooled SSH connection to {target.where} failed to open a session; "
             "nothing was run, try again"
         )
 
     def _open_channel(self, pooled: _Pooled) -> paramiko.Channel:
-        where = _where(pooled.target)
+        where = pooled.target.where
         transport = pooled.conn.transport
         deadline = time.monotonic() + self.connect_timeout
         delay = self.open_retry_delay
@@ -192,11 +193,8 @@ class SSHPooledExecutor:
                         "max_channels_per_connection"
                     ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                # paramiko keeps one "saved exception" per transport, so under concurrency a
-                # refusal meant for this open can surface in another thread and this one only
-                # sees "Unable to open channel." while the transport is fine: a refusal too.
-                refused = "Unable to open channel" in str(exc) and transport.is_active()
-                if not refused or time.monotonic() + delay > deadline:
+                # A refusal paramiko reported to another thread's open: a refusal too.
+                if not refused_elsewhere(exc, transport) or time.monotonic() + delay > deadline:
                     raise _StaleConnection(
                         f"{where} did not open an SSH session within "
                         f"{self.connect_timeout:g} s ({exc or type(exc).__name__})"
@@ -212,7 +210,7 @@ class SSHPooledExecutor:
             if pooled.open_error is not None:  # another thread just failed to open it
                 raise type(pooled.open_error)(pooled.open_error.detail)
             try:
-                pooled.conn, pooled.sock = _connect(
+                pooled.conn, pooled.sock = connect(
                     pooled.target, self.connect_timeout, self.keepalive_seconds
                 )
             except SSHError as exc:
@@ -263,7 +261,7 @@ class SSHPooledExecutor:
                 # Not an SSH failure: the server is fine, just fully used (503 + Retry-After).
                 raise Busy(
                     f"all {len(conns) * self.max_channels_per_connection} SSH sessions to "
-                    f"{_where(target)} stayed busy for {self.connect_timeout:g} s "
+                    f"{target.where} stayed busy for {self.connect_timeout:g} s "
                     "(HOMELAB_SSH_MAX_CONNECTIONS connections x 8 sessions); nothing was run, "
                     "try again shortly"
                 )
@@ -316,25 +314,3 @@ class SSHPooledExecutor:
                     conns.remove(pooled)
                     doomed.append(pooled)
         return doomed
-
-
-_instance: SSHPooledExecutor | None = None
-_instance_lock = threading.Lock()
-
-
-def get_executor(**options: Any) -> SSHPooledExecutor:
-    """The process-wide executor shared by all requests, created on first use with options."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = SSHPooledExecutor(**options)
-        return _instance
-
-
-def close_all() -> None:
-    """Close the process-wide executor's connections; the next get_executor() starts afresh."""
-    global _instance
-    with _instance_lock:
-        executor, _instance = _instance, None
-    if executor is not None:
-        executor.close()

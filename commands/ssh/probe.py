@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import paramiko
 
-from commands.ssh.channel import _pump, _send_exec, _Streams
+from commands.ssh.channel import Streams, pump, send_exec
 from commands.ssh.connect import SSHTarget
-from commands.ssh.hostkeys import _disabled_host_key_algorithms, describe_key, parse_host_key
+from commands.ssh.hostkeys import describe_key, disabled_host_key_algorithms, parse_host_key
+from commands.ssh.keys import KeyFileProblem, load_private_key
+from commands.ssh.net import TcpFailed, open_tcp
 
 OUTPUT_LIMIT = 4096  # a probe command prints a line; a chatty login shell is cut here
 
@@ -62,20 +64,13 @@ class Probe:
     def tcp(self) -> str:
         """Open the TCP connection."""
         try:
-            self.sock = socket.create_connection(
-                (self.target.host, self.target.port), timeout=self.timeout
-            )
-        except TimeoutError:
-            raise ProbeFailed(
-                f"no answer from {self.address} within {self.timeout:g} s", reason="timeout"
-            ) from None
-        except socket.gaierror as exc:
-            raise ProbeFailed(
-                f"{self.target.host!r} does not resolve ({exc.strerror})", reason="dns"
-            ) from None
-        except OSError as exc:
-            raise ProbeFailed(f"{self.address}: {exc.strerror or exc}", reason="refused") from None
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = open_tcp(self.target.host, self.target.port, self.timeout)
+        except TcpFailed as exc:
+            detail = {
+                "timeout": f"no answer from {self.address} within {self.timeout:g} s",
+                "dns": f"{self.target.host!r} does not resolve ({exc.text})",
+            }.get(exc.reason, f"{self.address}: {exc.text}")
+            raise ProbeFailed(detail, reason=exc.reason) from None
         return f"{self.address} accepted the connection"
 
     def host_key(self) -> str:
@@ -90,14 +85,14 @@ class Probe:
         if pinned is not None:
             # As connect.py does: ask only for the pinned key's type, so a server with
             # several host keys presents the one we know.
-            options["disabled_algorithms"] = {"keys": _disabled_host_key_algorithms(pinned)}
+            options["disabled_algorithms"] = {"keys": disabled_host_key_algorithms(pinned)}
         self.transport = paramiko.Transport(self.sock, **options)
         for name in ("banner_timeout", "handshake_timeout", "auth_timeout"):
             setattr(self.transport, name, self.timeout)
         try:
             self.transport.start_client(timeout=self.timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if pinned is not None and "host key" in str(exc):
+            if pinned is not None and isinstance(exc, paramiko.IncompatiblePeer):
                 raise ProbeFailed(
                     f"the server offers no {pinned.get_name()} host key, the type of the "
                     f"pinned {describe_key(pinned)}",
@@ -137,25 +132,9 @@ class Probe:
         if not path:
             raise ProbeFailed("no private key file is configured", reason="not_configured")
         try:
-            with open(path, "rb"):
-                pass
-        except FileNotFoundError:
-            raise ProbeFailed("no such file", reason="missing") from None
-        except IsADirectoryError:
-            raise ProbeFailed("it is a directory, not a key file", reason="invalid") from None
-        except PermissionError:
-            raise ProbeFailed("permission denied reading it", reason="unreadable") from None
-        except OSError as exc:
-            detail = f"cannot open it ({exc.strerror or type(exc).__name__})"
-            raise ProbeFailed(detail, reason="unreadable") from None
-        try:
-            self.pkey = paramiko.PKey.from_path(path)
-        except (TypeError, paramiko.PasswordRequiredException):
-            # paramiko 5.1 raises TypeError (from cryptography) for an encrypted OpenSSH key.
-            raise ProbeFailed("it is protected by a passphrase", reason="encrypted") from None
-        except Exception as exc:  # paramiko and cryptography raise many types for a bad file
-            detail = f"not an SSH private key paramiko can read ({type(exc).__name__})"
-            raise ProbeFailed(detail, reason="invalid") from None
+            self.pkey = load_private_key(path)
+        except KeyFileProblem as exc:
+            raise ProbeFailed(exc.detail, reason=exc.reason) from None
         return f"public half {describe_key(self.pkey)}"
 
     @property
@@ -168,6 +147,7 @@ class Probe:
         if not self.host_key_verified or self.pkey is None:
             raise RuntimeError("auth() needs a verified host key and a loaded key first")
         user = self.target.username
+        started = time.monotonic()
         try:
             remaining = self.transport.auth_publickey(user, self.pkey)
         except paramiko.BadAuthenticationType as exc:
@@ -176,8 +156,9 @@ class Probe:
                 f"sshd does not take a public key for {user} (it allows: {allowed})",
                 reason="no_publickey",
             ) from None
-        except paramiko.AuthenticationException as exc:
-            if "timeout" in str(exc).lower():
+        except paramiko.AuthenticationException:
+            # paramiko has no type for a login that timed out: the clock tells it apart.
+            if time.monotonic() - started >= self.timeout:
                 raise ProbeFailed(
                     f"no answer to the login within {self.timeout:g} s", reason="timeout"
                 ) from None
@@ -206,11 +187,11 @@ class Probe:
             channel = self.transport.open_session(timeout=self.timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ProbeFailed(f"sshd would not open a session ({exc})", reason="channel") from None
-        streams = _Streams(OUTPUT_LIMIT, None)
+        streams = Streams(OUTPUT_LIMIT, None)
         try:
-            if not _send_exec(channel, command, self.timeout):
+            if not send_exec(channel, command, self.timeout):
                 raise ProbeFailed("sshd refused to run a command", reason="channel")
-            if not _pump(channel, streams, deadline):
+            if not pump(channel, streams, deadline):
                 raise ProbeFailed(
                     f"`{command}` did not finish within {self.timeout:g} s", reason="timeout"
                 )

@@ -109,7 +109,7 @@ class Command(BaseCommand):
         # A private executor: this process only needs the one connection, closed after.
         executor = ssh.SSHPooledExecutor(connect_timeout=timeout)
         try:
-            result = executor.execute(services.target_for(server), "true", timeout=timeout)
+            result = executor.execute(services.target_for(server), ["true"], timeout=timeout)
         except ssh.SSHError as exc:
             raise CommandError(f"Check failed at step 3, log in and run `true`: {exc}") from None
         finally:

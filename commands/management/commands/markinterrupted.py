@@ -5,9 +5,8 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from commands.audit import mark_interrupted
+from commands.engine.runner import process_alive
 from commands.models import Execution
-from commands.runner import process_alive
 
 
 class Command(BaseCommand):
@@ -39,6 +38,6 @@ class Command(BaseCommand):
             # alive is None: another host, or a row from before rows named their process.
             if alive is False or (alive is None and (older_than is not None or not runner)):
                 gone.append(pk)
-        count = mark_interrupted(Execution.objects.filter(pk__in=gone)) if gone else 0
+        count = Execution.objects.filter(pk__in=gone).interrupt() if gone else 0
         if count:
             self.stdout.write(f"Marked {count} execution(s) as interrupted.")

@@ -18,8 +18,14 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from commands.exceptions import HomelabError, ServiceUnavailable
-from commands.logfilters import mark_logged
+from commands.exceptions import (
+    BodyTooLarge,
+    HomelabError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from commands.observability.logfilters import mark_logged
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +33,7 @@ logger = logging.getLogger(__name__)
 # start sshd): expected, so one WARNING line each, not Django's ERROR for a 500.
 EXPECTED_SSH_CODES = frozenset({"host_key_unknown", "ssh_auth_failed", "ssh_connect_failed"})
 
+INVALID_FIELDS = "The request is invalid; see errors for each field."
 JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json`."
 
 
@@ -34,14 +41,9 @@ def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
-class BodyTooLarge(drf_exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "The request body is too large."
-
-
-def as_api_error(exc: Exception) -> Exception:
-    """The API error for what Django or the JSON parser raise on a body they cannot take."""
+def as_domain_error(exc: Exception) -> HomelabError:
+    """The domain error for what Django or DRF raise on a body they cannot take (the
+    pipeline audits and raises it like any other refusal)."""
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return BodyTooLarge(
@@ -50,8 +52,16 @@ def as_api_error(exc: Exception) -> Exception:
         )
     if isinstance(exc, RecursionError):
         # json.loads recurses once per nesting level; no valid request is nested deeply.
-        return drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.")
-    return exc
+        return InvalidRequest("JSON parse error - the body is nested too deeply.")
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        # e.g. curl -d without -H 'Content-Type: application/json' sends a form.
+        return UnsupportedMediaType(f"{exc.detail} {JSON_BODY}")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return InvalidRequest(describe(exc)[1], errors=exc.detail)
+    if isinstance(exc, drf_exceptions.APIException):
+        # A body that is not valid JSON (ParseError) is as invalid as one with a bad field.
+        return InvalidRequest(describe(exc)[1])
+    raise exc
 
 
 class RefuseNulMiddleware:
@@ -103,7 +113,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """Map domain errors and DRF's own to {"detail", "code"}; never leak a traceback."""
     if isinstance(exc, RequestDataTooBig):
         # Not a RecursionError: outside the execute view's parsing it is a bug, a 500.
-        exc = as_api_error(exc)
+        exc = as_domain_error(exc)
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is down, unreachable or cut the connection: the client may retry,
         # so a 503 rather than a 500 that reads like a bug. One line, not a traceback.
@@ -112,9 +122,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, HomelabError):
         if exc.code in EXPECTED_SSH_CODES:
             log_expected(exc, context)
-        response = Response(
-            error_body(exc.detail, exc.code, **exc.extra), status=int(exc.status_code)
-        )
+        detail, extra = exc.detail, dict(exc.extra)
+        if isinstance(exc, InvalidRequest) and exc.errors is not None:
+            detail, extra["errors"] = INVALID_FIELDS, exc.errors
+            if not_json(context.get("request")):
+                detail = f"{detail} {JSON_BODY}"
+        response = Response(error_body(detail, exc.code, **extra), status=int(exc.status_code))
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             response["Retry-After"] = str(int(retry_after))
@@ -135,7 +148,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     code, detail = describe(exc)
     if isinstance(exc, drf_exceptions.ValidationError):
-        detail, extra = "The request is invalid; see errors for each field.", {"errors": exc.detail}
+        detail, extra = INVALID_FIELDS, {"errors": exc.detail}
         if not_json(context.get("request")):
             detail = f"{detail} {JSON_BODY}"
     else:

@@ -3,7 +3,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 
-from commands.serializers import (
+from commands.api.serializers import (
     BadRequestErrorSerializer,
     CheckReportSerializer,
     ErrorSerializer,

@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from commands import consumers
+from commands.live import consumers
 
 websocket_urlpatterns = [
     re_path(

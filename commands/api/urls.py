@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from commands import views
+from commands.api import views
 
 
 class OptionalSlashRouter(DefaultRouter):

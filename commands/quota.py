@@ -1,4 +1,4 @@
-"""Per-API-key, atomic rate limit for command execution.
+"""The execution quota: a per-API-key, atomic rate limit for command execution.
 
 DRF's `SimpleRateThrottle` reads the request history, decides, then writes it back:
 two concurrent requests can both read nine entries and both pass, and with a
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
@@ -21,27 +22,40 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
 from django.utils.connection import ConnectionProxy
 from redis.exceptions import RedisError
+from rest_framework.exceptions import Throttled as DRFThrottled
 from rest_framework.throttling import ScopedRateThrottle
 
-from commands.exceptions import ServiceUnavailable
+from commands.exceptions import ServiceUnavailable, Throttled
 from commands.models import ApiKey
+from commands.requests import Caller
 
-# KEYS[1]: the log (a sorted set of request times). ARGV: window seconds, limit, member.
-# Returns {1, 0} when the request is recorded, {0, seconds-until-a-slot-frees} when not.
-# The server's clock (TIME) is used so workers with skewed clocks agree.
+SCOPE = "command-execute"
+
+# KEYS[1]: the log (a sorted set of request times). ARGV: window seconds, limit, member,
+# count. Records `count` entries when they all fit ({1, 0}); otherwise none, and answers
+# {0, seconds until enough slots free}. The server's clock (TIME) is used so workers with
+# skewed clocks agree.
 SLIDING_LOG_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local count = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+local used = redis.call('ZCARD', KEYS[1])
+if used + count <= limit then
+  for i = 1, count do
+    redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i)
+  end
   redis.call('EXPIRE', KEYS[1], math.ceil(window))
   return {1, '0'}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + window - now)}
+local last = used + count - limit - 1
+local frees = redis.call('ZRANGE', KEYS[1], last, last, 'WITHSCORES')
+if frees[2] == nil then
+  return {0, tostring(window)}
+end
+return {0, tostring(tonumber(frees[2]) + window - now)}
 """
 
 _local_lock = threading.Lock()
@@ -67,17 +81,15 @@ class ExecuteRateThrottle(ScopedRateThrottle):
 
     def get_cache_key(self, request, view) -> str | None:
         # Keyed by credential, never by client address or X-Forwarded-For: one key
-        # gets one quota wherever it is used from.
-        if isinstance(request.auth, ApiKey):
-            # The prefix is unique per key; the pk would put the key's hash into Redis.
-            ident = f"key:{request.auth.prefix}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
+        # gets one quota wherever it is used from (Caller.ident: the key's prefix, unique
+        # per key; the pk would put the key's hash into Redis).
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        ident = Caller(api_key=key, user=request.user).ident
+        if ident is None:
             return None
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request, view, count: int = 1) -> bool:
         self.scope = getattr(view, self.scope_attr, None)
         if not self.scope:
             return True
@@ -86,15 +98,15 @@ class ExecuteRateThrottle(ScopedRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        allowed, self.retry_after = self.record(self.key)
+        allowed, self.retry_after = self.record(self.key, count)
         return allowed
 
-    def record(self, key: str) -> tuple[bool, float]:
-        """Atomically count this request if there is room: (allowed, seconds to wait)."""
+    def record(self, key: str, count: int = 1) -> tuple[bool, float]:
+        """Atomically count `count` executions if they all fit: (allowed, seconds to wait)."""
         backend = self.backend()
         if isinstance(backend, RedisCache):
-            return self.record_in_redis(backend, key)
-        return self.record_locally(key)
+            return self.record_in_redis(backend, key, count)
+        return self.record_locally(key, count)
 
     def backend(self) -> BaseCache:
         # DRF's default `cache` is django.core.cache.cache, a proxy: look through it to
@@ -103,12 +115,13 @@ class ExecuteRateThrottle(ScopedRateThrottle):
             return caches[DEFAULT_CACHE_ALIAS]
         return self.cache
 
-    def record_in_redis(self, backend: RedisCache, key: str) -> tuple[bool, float]:
+    def record_in_redis(self, backend: RedisCache, key: str, count: int) -> tuple[bool, float]:
         full_key = backend.make_and_validate_key(key)
+        member = uuid.uuid4().hex
         try:
             client = shared_redis(backend).get_client(full_key, write=True)
             allowed, wait = client.eval(
-                SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, uuid.uuid4().hex
+                SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, member, count
             )
         except RedisError:
             # Fail closed: without the shared count no quota can be promised.
@@ -118,15 +131,18 @@ class ExecuteRateThrottle(ScopedRateThrottle):
             ) from None
         return bool(allowed), float(wait)
 
-    def record_locally(self, key: str) -> tuple[bool, float]:
+    def record_locally(self, key: str, count: int) -> tuple[bool, float]:
         # The local-memory cache lives in this process, so a process-wide lock makes
         # read-decide-write atomic (the embedded, single-process deployment).
         with _local_lock:
             now = self.timer()
             history = [t for t in self.cache.get(key, []) if t > now - self.duration]
-            if len(history) >= self.num_requests:
-                return False, history[0] + self.duration - now
-            history.append(now)
+            over = len(history) + count - self.num_requests
+            if over > 0:
+                # Enough slots free once the `over` oldest entries leave the window.
+                frees = history[over - 1] if over <= len(history) else now
+                return False, frees + self.duration - now
+            history.extend([now] * count)
             self.cache.set(key, history, self.duration)
             return True, 0.0
 
@@ -135,7 +151,33 @@ class ExecuteRateThrottle(ScopedRateThrottle):
         return max(1, math.ceil(self.retry_after))
 
 
-def window_seconds(scope: str = "command-execute") -> int:
+def take(caller: Caller, count: int = 1) -> None:
+    """Count `count` executions against caller's quota, all or none: Throttled (429, with
+    the whole seconds to wait) when they do not all fit. An anonymous caller (the CLI)
+    has no quota."""
+    throttle = ExecuteRateThrottle()
+    request = _QuotaRequest(auth=caller.api_key, user=caller.user)
+    if not throttle.allow_request(request, _QUOTA_VIEW, count):
+        wait = throttle.wait()
+        # DRF's own sentence, as every other throttled answer of the API says it.
+        raise Throttled(str(DRFThrottled(wait).detail), retry_after=wait)
+
+
+@dataclass(frozen=True)
+class _QuotaRequest:
+    auth: Any
+    user: Any
+
+
+@dataclass(frozen=True)
+class _QuotaView:
+    throttle_scope: str = SCOPE
+
+
+_QUOTA_VIEW = _QuotaView()
+
+
+def window_seconds(scope: str = SCOPE) -> int:
     """The length of scope's rate window in seconds (60 for "10/min")."""
     throttle = ExecuteRateThrottle()
     _, duration = throttle.parse_rate(throttle.THROTTLE_RATES.get(scope))

@@ -223,44 +223,18 @@ class Runner:
 
 
 def _close_db_connections() -> None:
-    # Threads are reused: never leave a connection open (or idle in a transaction) between
-    # tasks. Imported here so this module stays importable without Django set up.
-    from django.db import connections
+    # Threads are reused: never leave a connection idle in a transaction, or open past its
+    # CONN_MAX_AGE (0 by default: closed after each task), between tasks. Imported here so
+    # this module stays importable without Django set up.
+    from django.db import close_old_connections
 
-    connections.close_all()
-
-
-_runner: Runner | None = None
-_runner_lock = threading.Lock()
-_exit_hook_installed = False
-
-
-def get_runner(**options: Any) -> Runner:
-    """The process-wide runner, created on first use with options (see settings)."""
-    global _runner, _exit_hook_installed
-    with _runner_lock:
-        if _runner is None:
-            _runner = Runner(**options)
-            if not _exit_hook_installed:
-                _install_exit_hook()
-                _exit_hook_installed = True
-        return _runner
-
-
-def current_runner() -> Runner | None:
-    return _runner
-
-
-def reset_runner(*, grace: float = 10.0) -> None:
-    """Stop the process-wide runner (tests); the next get_runner() starts afresh."""
-    global _runner
-    with _runner_lock:
-        runner, _runner = _runner, None
-    if runner is not None:
-        runner.shutdown(drain_seconds=0, grace=grace)
+    close_old_connections()
 
 
 _server_stopping = threading.Event()
+_current: Callable[[], Runner | None] = lambda: None  # noqa: E731 (set by install_exit_hook)
+_exit_hook_installed = False
+_exit_hook_lock = threading.Lock()
 
 
 def shutdown_current(*, server: bool = False) -> None:
@@ -268,7 +242,7 @@ def shutdown_current(*, server: bool = False) -> None:
     itself is stopping (Ctrl-C, SIGTERM), see _at_exit."""
     if server:
         _server_stopping.set()
-    runner = current_runner()
+    runner = _current()
     if runner is not None and runner.running():
         runner.shutdown()
 
@@ -293,11 +267,19 @@ def _exit_if_stuck() -> None:
     os._exit(0)
 
 
-def _install_exit_hook() -> None:
-    # Python joins every ThreadPoolExecutor's threads at exit (the hook
-    # concurrent.futures registers with threading._register_atexit), so a running command
-    # would hold Ctrl-C until it ended. These hooks run in reverse order of registration:
-    # ours, registered later, runs first and stops the commands, then the join is quick.
+def install_exit_hook(current: Callable[[], Runner | None]) -> None:
+    """At interpreter exit, stop the runner current() names before Python joins threads.
+
+    Python joins every ThreadPoolExecutor's threads at exit (the hook concurrent.futures
+    registers with threading._register_atexit), so a running command would hold Ctrl-C
+    until it ended. These hooks run in reverse order of registration: ours, registered
+    later, runs first and stops the commands, then the join is quick. Installed once."""
+    global _current, _exit_hook_installed
+    with _exit_hook_lock:
+        _current = current
+        if _exit_hook_installed:
+            return
+        _exit_hook_installed = True
     register = getattr(threading, "_register_atexit", None)
     if register is None:  # pragma: no cover (CPython 3.9+ has it)
         import atexit

@@ -1,15 +1,11 @@
 """Request and response shapes; drf-spectacular builds the schema from them."""
 
-import logging
-
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from commands import live, whitelist
-from commands.exceptions import NotWhitelisted
+from commands import results, services
 from commands.models import AllowedCommand, Execution, Server
-
-logger = logging.getLogger(__name__)
+from commands.requests import ExecuteRequest
 
 
 class ServerSerializer(serializers.ModelSerializer):
@@ -43,35 +39,11 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
 
 
 # "Execute": drf-spectacular adds "Request" to request bodies (COMPONENT_SPLIT_REQUEST),
-# so the schema names it ExecuteRequest, not ExecuteRequestRequest.
+# so the schema names it ExecuteRequest, not ExecuteRequestRequest. The fields and their
+# checks are the pipeline's own (commands/requests.py), so the schema cannot drift.
 @extend_schema_serializer(component_name="Execute")
-class ExecuteRequestSerializer(serializers.Serializer):
-    command = serializers.CharField(
-        max_length=whitelist.MAX_COMMAND_LENGTH,
-        help_text="The command line, e.g. `uptime`. It must match the "
-        "template of the rule named by action_type; it is never passed to a shell as is.",
-    )
-    action_type = serializers.SlugField(
-        max_length=64,
-        help_text="The whitelist rule to match, e.g. uptime.",
-        error_messages={
-            "required": "Name the whitelist rule to match, e.g. uptime; "
-            "GET /api/v1/servers/{{id}}/commands/ lists the rules usable on a server."
-        },
-    )
-    wait = serializers.BooleanField(
-        default=True,
-        help_text="false: answer 202 once the command is handed to the runner, with the "
-        "execution_id to follow (GET executions/{id}/ or the WebSocket "
-        "ws/v1/executions/{id}/). true (the default): wait for the result.",
-    )
-
-    def validate_command(self, value: str) -> str:
-        try:
-            whitelist.check_command_text(value)
-        except NotWhitelisted as exc:
-            raise serializers.ValidationError(exc.detail) from None
-        return value
+class ExecuteRequestSerializer(ExecuteRequest):
+    pass
 
 
 class ExecuteResultSerializer(serializers.ModelSerializer):
@@ -81,15 +53,7 @@ class ExecuteResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Execution
-        fields = [
-            "execution_id",
-            "exit_code",
-            "stdout",
-            "stderr",
-            "duration_ms",
-            "stdout_truncated",
-            "stderr_truncated",
-        ]
+        fields = ["execution_id", *results.RESULT_FIELDS]
         read_only_fields = fields
 
 
@@ -127,10 +91,8 @@ class ExecutionSerializer(serializers.ModelSerializer):
     def to_representation(self, execution: Execution) -> dict:
         data = super().to_representation(execution)
         if execution.status == Execution.Status.RUNNING:
-            try:
-                data.update(live.backend().snapshot(execution.pk) or {})
-            except Exception:  # the live store is down: the row as stored still answers
-                logger.warning("no live output for execution %s", execution.pk)
+            # The live store down: the row as stored still answers.
+            data.update(services.snapshot(execution))
         return data
 
     class Meta:
@@ -147,10 +109,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "argv",
             "status",
             "exit_code",
-            "stdout",
-            "stderr",
-            "stdout_truncated",
-            "stderr_truncated",
+            *results.OUTPUT_FIELDS,
             "duration_ms",
             "error_code",
             "error_detail",

@@ -1,4 +1,4 @@
-"""API views: thin. Validation lives in serializers, the work in services."""
+"""API views: thin. Each builds the Caller and hands the request to one service."""
 
 from __future__ import annotations
 
@@ -11,23 +11,26 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from commands import audit, checks, clientip, openapi, scopes, services, streaming
-from commands.exceptions import HomelabError, ServerDisabled, ServerNotFound, ServiceUnavailable
-from commands.filters import ExecutionFilter
-from commands.handlers import as_api_error
-from commands.models import AllowedCommand, ApiKey, Execution, Server
-from commands.permissions import EXECUTE_PERMISSIONS, check_key_may_check
-from commands.serializers import (
+from commands import audit, checks, quota, scopes, services
+from commands.api import clientip, openapi
+from commands.api.filters import ExecutionFilter
+from commands.api.handlers import as_domain_error
+from commands.api.permissions import EXECUTE_PERMISSIONS
+from commands.api.serializers import (
     AllowedCommandSerializer,
     CheckReportSerializer,
-    ExecuteRequestSerializer,
     ExecuteResultSerializer,
     ExecuteStartedSerializer,
     ExecutionSerializer,
     ServerSerializer,
     StreamTicketSerializer,
 )
-from commands.throttling import ExecuteRateThrottle
+from commands.engine.framelog import execution_log
+from commands.exceptions import PermissionDenied, ServerDisabled, ServerNotFound, ServiceUnavailable
+from commands.live.tickets import TICKET_SECONDS, issue_ticket
+from commands.models import AllowedCommand, ApiKey, Execution, Server
+from commands.quota import ExecuteRateThrottle
+from commands.requests import Caller
 
 
 def key_of(request: Request) -> ApiKey | None:
@@ -35,13 +38,17 @@ def key_of(request: Request) -> ApiKey | None:
     return request.auth if isinstance(request.auth, ApiKey) else None
 
 
-def caller(request: Request) -> dict:
-    """Who is asking, for the audit row. X-Forwarded-For counts only from a trusted proxy."""
-    return {
-        "api_key": key_of(request),
-        "user": request.user,
-        "client_ip": clientip.from_meta(request.META),
-    }
+def caller_of(request: Request) -> Caller:
+    """Who is asking. X-Forwarded-For counts only from a trusted proxy (clientip.py)."""
+    return Caller(key_of(request), request.user, clientip.from_meta(request.META))
+
+
+def read_body(request: Request):
+    """The parsed JSON body, or the domain error saying why it cannot be read."""
+    try:
+        return request.data
+    except (exceptions.APIException, RequestDataTooBig, RecursionError) as exc:
+        raise as_domain_error(exc) from None
 
 
 def body_or_none(request: Request) -> dict | None:
@@ -49,7 +56,7 @@ def body_or_none(request: Request) -> dict | None:
     attempt is audited all the same)."""
     try:
         return request.data
-    except (exceptions.APIException, RequestDataTooBig):
+    except (exceptions.APIException, RequestDataTooBig, RecursionError):
         return None
 
 
@@ -83,11 +90,10 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         return scopes.filter_servers(queryset, key_of(self.request))
 
     def get_object(self) -> Server:
-        """The server the URL names: all digits is its id, anything else its name (a name
-        is never all digits, see Server.name)."""
+        """The server the URL names, by id or name (services.find_server). For a
+        server-limited key, a server outside its scope is as if missing here."""
         ref = str(self.kwargs.get("pk", ""))
-        lookup = {"pk": ref} if ref.isascii() and ref.isdecimal() else {"name": ref}
-        server = self.get_queryset().filter(**lookup).first()
+        server = services.find_server(ref, Caller(key_of(self.request)))
         if server is None:
             raise ServerNotFound(f"No server with id or name {ref!r}.")
         self.check_object_permissions(self.request, server)
@@ -109,9 +115,16 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(AllowedCommandSerializer(rules, many=True).data)
 
     def permission_denied(self, request: Request, message=None, code=None) -> None:
-        # A logged-in user without the right to execute is a known identity: audit it.
+        # A logged-in user without the right to execute is a known identity: audit it
+        # (DRF refuses here, before the view and its pipeline run).
         if self.action == "execute" and request.user and request.user.is_authenticated:
-            self.audit_refusal(request, exceptions.PermissionDenied(message, code))
+            audit.record_refusal(
+                PermissionDenied(str(message or PermissionDenied.default_detail)),
+                caller=caller_of(request),
+                server=None,
+                server_ref=str(self.kwargs.get("pk", "")),
+                data=body_or_none(request),
+            )
         super().permission_denied(request, message=message, code=code)
 
     @openapi.execute_schema
@@ -129,29 +142,10 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def execute(self, request: Request, pk: str | None = None) -> Response:
         """Run one whitelisted command on this server and return its result."""
-        server = None
-        try:
-            server = self.server_in_scope(key_of(request))
-            body = ExecuteRequestSerializer(data=request.data)
-            body.is_valid(raise_exception=True)
-            # Before the quota: a request this key may never make does not use it up.
-            scopes.check_execute(
-                key_of(request),
-                server,
-                body.validated_data["action_type"],
-                server_ref=str(self.kwargs.get("pk", "")),
-            )
-            super().check_throttles(request)
-        except (exceptions.APIException, HomelabError, RequestDataTooBig, RecursionError) as exc:
-            # A body over DATA_UPLOAD_MAX_MEMORY_SIZE or JSON nested too deep for the parser
-            # is refused (413, 400) and audited like any other bad request.
-            exc = as_api_error(exc)
-            self.audit_refusal(request, exc, server)
-            raise exc from None
-        execution = services.execute_command(
-            server=server, **body.validated_data, **caller(request)
+        execution = services.request_execution(
+            caller=caller_of(request), server_ref=str(pk), body=lambda: read_body(request)
         )
-        if not body.validated_data["wait"]:
+        if execution.status == Execution.Status.RUNNING:  # wait: false
             started = ExecuteStartedSerializer(execution).data
             return Response(started, status=202, headers={"Location": started["url"]})
         return Response(ExecuteResultSerializer(execution).data)
@@ -167,36 +161,22 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def check(self, request: Request, pk: str | None = None) -> Response:
         """Check step by step that homelab can reach, trust, log in to and run on it."""
-        server = self.server_in_scope(key_of(request))
-        check_key_may_check(key_of(request), server, server_ref=str(self.kwargs.get("pk", "")))
+        who = caller_of(request)
+        server = self.server_in_scope(who)
+        scopes.check_acts_on(who.api_key, server, server_ref=str(pk), verb="check")
         if not server.enabled:
             # As execute: an API client does not log in to a server an admin switched off.
             raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
         # A check logs in over SSH like an execution: it uses the same per-key quota.
-        super().check_throttles(request)
+        quota.take(who)
         report = checks.check_server(server, hide_paths=True)
         return Response(CheckReportSerializer(report).data)
 
-    def server_in_scope(self, key: ApiKey | None) -> Server | None:
-        """The server to execute on. For a server-limited key, None for any server outside
-        its scope, existing or not: both answer 403 key_scope (audited as `unknown:REF`),
-        so the answer never tells a key whether a server it may not use exists."""
-        try:
-            return self.get_object()
-        except ServerNotFound:
-            if scopes.limits_servers(key):
-                return None
-            raise
-
-    def audit_refusal(self, request: Request, exc: Exception, server: Server | None = None) -> None:
-        """Audit a request refused before the whitelist was consulted (commands/audit.py)."""
-        audit.record_refused_request(
-            exc,
-            server=server,
-            server_ref=str(self.kwargs.get("pk", "")),
-            data=body_or_none(request),
-            **caller(request),
-        )
+    def server_in_scope(self, who: Caller) -> Server | None:
+        """The server to act on. For a server-limited key, None for any server outside its
+        scope, existing or not: both answer 403 key_scope, so the answer never tells a key
+        whether a server it may not use exists."""
+        return services.find_server(str(self.kwargs.get("pk", "")), who)
 
 
 class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -233,9 +213,8 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def stream_ticket(self, request: Request, pk: str | None = None) -> Response:
         """A single-use, 60 s ticket to stream this execution from a browser WebSocket."""
         execution = self.get_object()
-        who = caller(request)
         try:
-            ticket = streaming.issue_ticket(execution, api_key=who["api_key"], user=who["user"])
+            ticket = issue_ticket(execution_log(execution.pk), caller_of(request))
         except Exception:
             raise ServiceUnavailable(
                 "The ticket store (the cache; Redis when REDIS_URL is set) is not answering; "
@@ -243,7 +222,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
             ) from None
         body = {
             "ticket": ticket,
-            "expires_in": streaming.TICKET_SECONDS,
+            "expires_in": TICKET_SECONDS,
             "url": f"/ws/v1/executions/{execution.pk}/?ticket={ticket}",
         }
         return Response(StreamTicketSerializer(body).data, status=201)

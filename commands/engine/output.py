@@ -1,0 +1,121 @@
+"""The live output of one run: frames for its stream, a snapshot for GET while it runs.
+
+`LiveOutput` is the SSH executor's on_output callback. Called from the runner thread
+with raw bytes per stream, it puts the first `stream_limit` bytes of each stream in the
+frame log, decoded incrementally, then one `truncated` frame; the snapshot keeps the
+beginning and the end (`output_limit`), as the row will.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from commands import ssh
+from commands.engine import framelog
+from commands.results import Frame, output_frame, truncated_frame
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY = 0.25  # seconds between snapshots of the output so far (GET while running)
+
+
+class LiveOutput:
+    """The on_output callback of one run. Its frames go to the execution's log and to any
+    `also` logs (a batch's), as the same Frame objects; `fields` are added to each output
+    frame (a batch target's `server`)."""
+
+    def __init__(
+        self,
+        execution_id: int,
+        *,
+        stream_limit: int,
+        output_limit: int,
+        also: Sequence[str] = (),
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.execution_id = execution_id
+        self.log = framelog.execution_log(execution_id)
+        self.logs = [self.log, *also]
+        self.fields = fields or {}
+        self.backend = framelog.backend()
+        self.stream_limit = stream_limit
+        self._sent = {"stdout": 0, "stderr": 0}
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in self._sent
+        }
+        self._cut: set[str] = set()
+        self._kept = {name: ssh.CappedOutput(output_limit) for name in self._sent}
+        self._snapshot_at = 0.0
+        self._lock = threading.Lock()  # the runner thread feeds, a timer may snapshot
+        self._timer: threading.Timer | None = None
+
+    def _output(self, stream: str, text: str) -> Frame:
+        frame = output_frame(self.execution_id, stream, ssh.clean_text(text))
+        return frame.with_fields(**self.fields) if self.fields else frame
+
+    def _publish(self, frames: list[Frame]) -> None:
+        for log in self.logs:
+            self.backend.append(log, frames)
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        frames = []
+        room = self.stream_limit - self._sent[stream]
+        if room > 0:
+            piece = data[:room]
+            self._sent[stream] += len(piece)
+            text = self._decoders[stream].decode(piece, final=len(data) >= room)
+            if text:
+                frames.append(self._output(stream, text))
+        if len(data) > room and stream not in self._cut:
+            self._cut.add(stream)
+            frame = truncated_frame(self.execution_id, stream)
+            frames.append(frame.with_fields(**self.fields) if self.fields else frame)
+        self._publish(frames)
+        with self._lock:
+            self._kept[stream].feed(data)
+            due = self._snapshot_at + SNAPSHOT_EVERY - time.monotonic()
+            if due > 0:
+                # Output within the interval is snapshotted when it ends, not only when
+                # more output comes: a command may print and then be quiet for minutes.
+                if self._timer is None:
+                    self._timer = threading.Timer(due, self._publish_snapshot)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._snapshot_at = time.monotonic()
+            fields = self.snapshot()
+        try:
+            self.backend.set_snapshot(self.log, fields)
+        except Exception:  # GET then shows an older snapshot; the row gets everything
+            logger.warning("could not publish the output so far of execution %s", self.execution_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        out, err = self._kept["stdout"], self._kept["stderr"]
+        return {
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_truncated": out.truncated,
+            "stderr_truncated": err.truncated,
+        }
+
+    def flush(self) -> None:
+        """Publish what the decoders still hold and the last snapshot (at the end of a run)."""
+        frames = []
+        for stream, decoder in self._decoders.items():
+            if stream not in self._cut and (text := decoder.decode(b"", final=True)):
+                frames.append(self._output(stream, text))
+        self._publish(frames)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+        self._publish_snapshot()

@@ -1,0 +1,151 @@
+"""What an execution produced, defined once: its result fields and the frames of its stream.
+
+The 200 body of an execute, the `result` frame, the audit row's output columns and the
+serializers all take their field names from here. A frame is typed: every one carries
+its `type` and the `execution_id` it belongs to, so frames of several executions can share
+one socket (a batch) and a reader tells them apart by field, never by a string prefix.
+
+Plain Python: no Django, no DRF (the SSH layer's CommandResult is all it reads).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Protocol
+
+# The output of one command, as the row stores it and every answer shows it.
+OUTPUT_FIELDS = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
+# The synchronous 200 body (after `execution_id`).
+RESULT_FIELDS = (
+    "exit_code",
+    "stdout",
+    "stderr",
+    "duration_ms",
+    "stdout_truncated",
+    "stderr_truncated",
+)
+# The `result` frame: the 200 body plus how the execution ended.
+RESULT_FRAME_FIELDS = (*RESULT_FIELDS, "status", "error_code", "error_detail")
+
+NO_OUTPUT: dict[str, Any] = {
+    "stdout": "",
+    "stderr": "",
+    "stdout_truncated": False,
+    "stderr_truncated": False,
+}
+
+
+class Output(Protocol):
+    """Anything with the output fields: ssh.CommandResult, an Execution row."""
+
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+def output_of(result: Output | None) -> dict[str, Any]:
+    """The output fields of result (empty when there is none)."""
+    if result is None:
+        return dict(NO_OUTPUT)
+    return {name: getattr(result, name) for name in OUTPUT_FIELDS}
+
+
+def result_of(execution: Any) -> dict[str, Any]:
+    """The 200 body of a finished execution: its id and RESULT_FIELDS."""
+    return {
+        "execution_id": execution.pk,
+        **{name: getattr(execution, name) for name in RESULT_FIELDS},
+    }
+
+
+def result_frame_fields(execution: Any) -> dict[str, Any]:
+    """The fields of an execution's `result` frame."""
+    return {name: getattr(execution, name) for name in RESULT_FRAME_FIELDS}
+
+
+class FrameType(StrEnum):
+    STARTED = "started"  # an execution began (the execute socket; a batch target)
+    OUTPUT = "output"  # a piece of stdout or stderr
+    TRUNCATED = "truncated"  # the stream of one stream stops here (HOMELAB_STREAM_LIMIT)
+    RESULT = "result"  # how the execution ended: the last frame of its stream
+    ERROR = "error"  # a refusal, before anything ran
+    SUMMARY = "summary"  # a batch's counts, the last frame of a batch stream
+
+
+class Frame:
+    """One stream frame: its type, its execution, its other fields, and its JSON (made once:
+    the same frame may go to several logs and many subscribers)."""
+
+    __slots__ = ("_text", "execution_id", "fields", "type")
+
+    def __init__(self, type: FrameType | str, execution_id: int | None, **fields: Any) -> None:
+        self.type = FrameType(type)
+        self.execution_id = execution_id
+        self.fields = fields
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            body = {"type": self.type.value, "execution_id": self.execution_id, **self.fields}
+            # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
+            self._text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return self._text
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> Frame:
+        body = json.loads(text)
+        frame = cls(body.pop("type"), body.pop("execution_id", None), **body)
+        frame._text = text if isinstance(text, str) else text.decode()
+        return frame
+
+    def with_fields(self, **fields: Any) -> Frame:
+        """This frame with more fields (e.g. `server`, for a batch's socket)."""
+        return Frame(self.type, self.execution_id, **{**self.fields, **fields})
+
+    @property
+    def ends_stream(self) -> bool:
+        return self.type in (FrameType.RESULT, FrameType.SUMMARY)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Frame) and self.text == other.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Frame({self.text[:120]})"
+
+
+def output_frame(execution_id: int, stream: str, data: str) -> Frame:
+    return Frame(FrameType.OUTPUT, execution_id, stream=stream, data=data)
+
+
+def truncated_frame(execution_id: int, stream: str) -> Frame:
+    return Frame(FrameType.TRUNCATED, execution_id, stream=stream)
+
+
+def result_frame(execution: Any) -> Frame:
+    return Frame(FrameType.RESULT, execution.pk, **result_frame_fields(execution))
+
+
+def started_frame(execution_id: int) -> Frame:
+    return Frame(FrameType.STARTED, execution_id)
+
+
+def error_frame(code: str, detail: str, execution_id: int | None = None, **extra: Any) -> Frame:
+    return Frame(FrameType.ERROR, execution_id, code=code, detail=detail, **extra)
+
+
+def stored_frames(execution: Any) -> list[Frame]:
+    """A finished execution whose live log is gone: its stored output, then its result."""
+    frames = []
+    for stream in ("stdout", "stderr"):
+        if text := getattr(execution, stream):
+            frames.append(output_frame(execution.pk, stream, text))
+        if getattr(execution, f"{stream}_truncated"):
+            frames.append(truncated_frame(execution.pk, stream))
+    frames.append(result_frame(execution))
+    return frames
