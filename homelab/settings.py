@@ -119,7 +119,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A PostgreSQL that accepts the TCP connection and never answers (a stuck server, a
     # dead link) would hold a request for ever: give up after 5 s, and the API answers
-    # 503 `unavailable` (commands/handlers.py). `?connect_timeout=N` in the URL wins.
+    # 503 `unavailable` (commands/api/handlers.py). `?connect_timeout=N` in the URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     # Opt-in: Django's own pool (psycopg_pool) instead of a new connection per request and
     # another after SSH, ~3 ms each on a local server (docs/performance.md, issue 12). No
@@ -195,7 +195,7 @@ HOMELAB_SSH_IDLE_SECONDS = env_int("HOMELAB_SSH_IDLE_SECONDS", 300, minimum=1)
 HOMELAB_SSH_MAX_CONNECTIONS = env_int("HOMELAB_SSH_MAX_CONNECTIONS", 4, minimum=1, maximum=64)
 # Default age, in days, past which `pruneexecutions` deletes audit rows.
 HOMELAB_AUDIT_RETENTION_DAYS = env_int("HOMELAB_AUDIT_RETENTION_DAYS", 90, minimum=1)
-# Live executions: one bounded runner per process (see commands/runner.py).
+# Live executions: one bounded runner per process (see commands/engine/runner.py).
 HOMELAB_MAX_RUNNING = env_int("HOMELAB_MAX_RUNNING", 64, minimum=1, maximum=4096)
 HOMELAB_BUSY_WAIT_SECONDS = env_int("HOMELAB_BUSY_WAIT_SECONDS", 2, minimum=0, maximum=60)
 HOMELAB_DRAIN_SECONDS = env_int("HOMELAB_DRAIN_SECONDS", 0, minimum=0, maximum=3600)
@@ -205,6 +205,8 @@ HOMELAB_STREAM_LIMIT = env_int(
 HOMELAB_STREAM_RETENTION_SECONDS = env_int(
     "HOMELAB_STREAM_RETENTION_SECONDS", 120, minimum=1, maximum=7 * 24 * 3600
 )
+# Fleet: the most servers one batch may target (docs/fleet.md).
+HOMELAB_BATCH_MAX_SERVERS = env_int("HOMELAB_BATCH_MAX_SERVERS", 100, minimum=1, maximum=10000)
 
 # --- browsers and proxies in front (docs/deployment.md) ------------------------------
 # A browser app on another origin (e.g. a Vite dev server at http://localhost:5173) may
@@ -236,7 +238,7 @@ SECURE_HSTS_SECONDS = env_int("HOMELAB_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HOMELAB_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("HOMELAB_HSTS_PRELOAD", False)
 # Peers whose X-Forwarded-For is believed for the audit row's client address
-# (commands/clientip.py); never for the quota, which is per API key.
+# (commands/api/clientip.py); never for the quota, which is per API key.
 HOMELAB_TRUSTED_PROXIES = env_networks("HOMELAB_TRUSTED_PROXIES")
 
 REST_FRAMEWORK = {
@@ -277,7 +279,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
-    # as a WARNING by commands/handlers.py, not again as Django's "Internal Server Error".
+    # as a WARNING by commands/api/handlers.py, not again as Django's "Internal Server Error".
     "filters": {"skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"}},
     "root": {"handlers": ["console"], "level": env_choice("DJANGO_LOG_LEVEL", "INFO", LOG_LEVELS)},
     "loggers": {

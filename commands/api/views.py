@@ -184,7 +184,7 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = ExecutionSerializer
     queryset = Execution.objects.all()
-    # The filters, their validation (400 `invalid`) and their schema: commands/filters.py.
+    # The filters, their validation (400 `invalid`) and their schema: commands/api/filters.py.
     filter_backends = [DjangoFilterBackend]
     filterset_class = ExecutionFilter
 

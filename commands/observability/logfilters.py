@@ -2,7 +2,7 @@
 
 Django logs every 5xx response at ERROR on `django.request` ("Internal Server Error: ...").
 An SSH failure the admin fixes in the configuration (an unpinned host key, a refused key,
-sshd down) is an expected 500: commands/handlers.py logs it as one WARNING line with the
+sshd down) is an expected 500: commands/api/handlers.py logs it as one WARNING line with the
 code and the server, and marks the request so that the ERROR line is dropped here.
 """
 

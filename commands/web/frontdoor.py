@@ -2,7 +2,7 @@
 at the servers, the rules and the last executions.
 
 A plain Django page outside the API: DRF never sees it, so it is not in the OpenAPI
-schema, and unknown paths still get the JSON 404 under /api/ (commands/handlers.py).
+schema, and unknown paths still get the JSON 404 under /api/ (commands/api/handlers.py).
 """
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
