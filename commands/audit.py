@@ -50,7 +50,7 @@ def new_execution(
         api_key=caller.api_key,
         api_key_name=caller.api_key.name if caller.api_key else "",
         user=account,
-        username=account.get_username() if account is not None else "",
+        username=account.get_username() if account is not None else caller.name[:150],
         client_ip=caller.client_ip,
         action_type=str(action_type or "")[:64],
         command=str(command or "")[:1024],
@@ -72,10 +72,12 @@ def record_refusal(
     server: Server | None,
     server_ref: str,
     data: Any,
+    where: str = "",
 ) -> Execution:
     """Audit a request refused before the whitelist (bad body, unknown server, scope,
-    quota) with the code and detail the client gets. A repeat of a throttled or forbidden
-    refusal within the rate window is counted on the caller's row for it."""
+    quota) with the code and detail the client gets; `where` names the target when it is
+    no one server (a batch). A repeat of a throttled or forbidden refusal within the rate
+    window is counted on the caller's row for it."""
     ident = caller.ident
     if exc.code in REPEATABLE_REFUSALS and ident is not None:
         # Serialized per caller and code, so concurrent refusals (a burst from one key on
@@ -85,18 +87,18 @@ def record_refusal(
             if repeated is not None:
                 signals.execution_refused.send_robust(Execution, code=exc.code, execution=repeated)
                 return repeated
-            return _insert_refusal(exc, caller, server, server_ref, data)
-    return _insert_refusal(exc, caller, server, server_ref, data)
+            return _insert_refusal(exc, caller, server, where or f"unknown:{server_ref}", data)
+    return _insert_refusal(exc, caller, server, where or f"unknown:{server_ref}", data)
 
 
 def _insert_refusal(
-    exc: HomelabError, caller: Caller, server: Server | None, server_ref: str, data: Any
+    exc: HomelabError, caller: Caller, server: Server | None, where: str, data: Any
 ) -> Execution:
     data = data if isinstance(data, dict) else {}
     execution = new_execution(
         caller=caller,
         server=server,
-        server_name=server.name if server else f"unknown:{server_ref}",
+        server_name=server.name if server else where,
         command=data.get("command"),
         action_type=data.get("action_type"),
     )

@@ -102,6 +102,26 @@ class KeyScope(HomelabError):
     default_detail = "This API key is limited to other servers or actions, or is read-only."
 
 
+class NoServers(HomelabError):
+    status_code = status.BAD_REQUEST
+    code = "no_servers"
+    default_detail = "No server matches the batch's targets."
+
+
+class TooManyServers(HomelabError):
+    status_code = status.BAD_REQUEST
+    code = "too_many_servers"
+    default_detail = "The batch targets more servers than HOMELAB_BATCH_MAX_SERVERS allows."
+
+
+class BatchOverRate(HomelabError):
+    """A batch larger than the key's whole rate can never run: no Retry-After helps."""
+
+    status_code = status.BAD_REQUEST
+    code = "batch_over_rate"
+    default_detail = "The batch targets more servers than the key's rate allows at once."
+
+
 class Busy(HomelabError):
     status_code = status.SERVICE_UNAVAILABLE
     code = "busy"

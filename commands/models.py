@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import DatabaseError, connection, models
 from django.db.models import Q
 from django.utils import timezone
@@ -51,6 +51,34 @@ def validate_not_all_digits(value: str) -> None:
             code="all_digits",
             params={"value": value},
         )
+
+
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+TAG_MESSAGE = (
+    "A tag is 1 to 32 lowercase letters, digits, - and _, starting with a letter or "
+    "digit (e.g. pi, web, rack-2)."
+)
+
+
+class Tag(models.Model):
+    """A label servers share, to name a group of them at once (a batch by tag, a filter)."""
+
+    name = models.CharField(
+        max_length=32,
+        unique=True,
+        validators=[RegexValidator(TAG_PATTERN, TAG_MESSAGE, code="invalid_tag")],
+        help_text="e.g. pi, web, rack-2.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.clean_fields()
+        super().save(*args, **kwargs)
 
 
 class Server(models.Model):
@@ -101,6 +129,12 @@ class Server(models.Model):
     )
     notes = models.TextField(
         blank=True,
+    )
+    tags = models.ManyToManyField(
+        Tag,
+        blank=True,
+        related_name="servers",
+        help_text="Labels to run a batch on, or to filter by (GET servers/?tag=pi).",
     )
     created_at = models.DateTimeField(
         auto_now_add=True,
@@ -194,6 +228,13 @@ class AllowedCommand(models.Model):
         help_text="Usable on every server, including ones added later. Leave it off and "
         "select servers to limit the rule; with neither, the rule is usable nowhere.",
     )
+    confirm = models.BooleanField(
+        default=False,
+        verbose_name="ask for confirmation",
+        help_text="The rule changes the machine (upgrades, restarts, reboots): the console "
+        "asks for the server's name before running it, runbatch asks y/N, and a browser "
+        'session must send "confirm": true. API keys are not asked.',
+    )
     servers = models.ManyToManyField(
         Server,
         blank=True,
@@ -252,6 +293,9 @@ class AllowedCommand(models.Model):
 
 
 ACTION_TYPE = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+# DRF's throttle rate syntax, as HOMELAB_EXECUTE_RATE takes it (homelab/env.py).
+RATE = re.compile(r"[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)")
+RATE_MESSAGE = "Give a rate such as 100/min: a number per s, min, hour or day."
 
 
 def validate_action_types(value) -> None:
@@ -312,6 +356,13 @@ class ApiKey(AbstractAPIKey):
         verbose_name="read-only",
         help_text="Lists servers, commands and executions, never executes or cancels.",
     )
+    rate = models.CharField(
+        max_length=32,
+        blank=True,
+        verbose_name="execution rate",
+        help_text="This key's own quota, e.g. 100/min (periods: s, min, hour, day); empty: "
+        "HOMELAB_EXECUTE_RATE. A batch counts one execution per server.",
+    )
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
@@ -324,6 +375,8 @@ class ApiKey(AbstractAPIKey):
             validate_action_types(self.action_types)
         except ValidationError as exc:
             raise ValidationError({"action_types": exc.messages}) from None
+        if self.rate and not RATE.fullmatch(self.rate):
+            raise ValidationError({"rate": RATE_MESSAGE})
 
 
 class TransitionError(RuntimeError):
@@ -430,6 +483,14 @@ class Execution(models.Model):
     stderr_truncated = models.BooleanField(
         default=False,
     )
+    stdout_cut_bytes = models.PositiveBigIntegerField(
+        default=0,
+        help_text="How many bytes of stdout were left out of `stdout` (0: none).",
+    )
+    stderr_cut_bytes = models.PositiveBigIntegerField(
+        default=0,
+        help_text="How many bytes of stderr were left out of `stderr` (0: none).",
+    )
     duration_ms = models.PositiveIntegerField(
         null=True,
     )
@@ -452,6 +513,14 @@ class Execution(models.Model):
         blank=True,
         help_text="The process running the command, host:pid:start; markinterrupted "
         "closes a running row only once that process is gone.",
+    )
+    batch = models.ForeignKey(
+        "Batch",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+        help_text="The batch this execution is one target of, if any.",
     )
     count = models.PositiveIntegerField(
         default=1,
@@ -576,3 +645,174 @@ class Execution(models.Model):
             return False
         signals.execution_finished.send_robust(Execution, execution=self)
         return True
+
+
+class BatchQuerySet(models.QuerySet):
+    def interrupt(self) -> int:
+        """Close the running batches among these whose process stopped: the batch and its
+        targets that never started become `interrupted` (their executions close on their
+        own, as Execution rows)."""
+        running = list(self.filter(status=Batch.Status.RUNNING).values_list("pk", flat=True))
+        if not running:
+            return 0
+        BatchTarget.objects.filter(
+            batch_id__in=running,
+            status__in=[BatchTarget.Status.PENDING, BatchTarget.Status.RUNNING],
+            execution__isnull=True,
+        ).update(status=BatchTarget.Status.INTERRUPTED, error_code="interrupted")
+        return Batch.objects.filter(pk__in=running, status=Batch.Status.RUNNING).update(
+            status=Batch.Status.INTERRUPTED, finished_at=timezone.now()
+        )
+
+
+class Batch(models.Model):
+    """One command on many servers: who asked, what, where, how (the fan-out options) and
+    how it went. Each target is a BatchTarget; each that started is an Execution."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"  # every target succeeded
+        FAILED = "failed"  # some target did not succeed
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"  # the process running it stopped
+
+    api_key = models.ForeignKey(
+        ApiKey,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="batches",
+    )
+    api_key_name = models.CharField(
+        max_length=50,
+        blank=True,
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="batches",
+    )
+    username = models.CharField(
+        max_length=150,
+        blank=True,
+    )
+    client_ip = models.GenericIPAddressField(
+        null=True,
+    )
+    action_type = models.CharField(
+        max_length=64,
+    )
+    command = models.CharField(
+        max_length=1024,
+    )
+    tag = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The tag the targets were chosen by, if they were.",
+    )
+    requested = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The servers as the request named them (ids or names), if it named them.",
+    )
+    max_concurrency = models.PositiveIntegerField(
+        help_text="At most this many targets ran at once (from the request's number or %).",
+    )
+    max_errors = models.PositiveIntegerField(
+        null=True,
+        help_text="More targets than this ending without success stopped the batch; "
+        "null: no limit.",
+    )
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='The fan-out options as given, e.g. {"max_concurrency": "30%"}.',
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.RUNNING,
+    )
+    runner = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="The process running the batch, host:pid:start (see Execution.runner).",
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True,
+        db_index=True,
+    )
+    finished_at = models.DateTimeField(
+        null=True,
+    )
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["status"], name="batch_status")]
+
+    def __str__(self) -> str:
+        return f"{self.action_type} on {self.targets.count()} servers ({self.status})"
+
+
+class BatchTarget(models.Model):
+    """One server of a batch, in start order: pending, then running, then how it ended.
+    A target that never started (skipped, cancelled before its turn) has no execution."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMEOUT = "timeout"
+        ERROR = "error"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+        SKIPPED = "skipped"
+
+    batch = models.ForeignKey(
+        Batch,
+        on_delete=models.CASCADE,
+        related_name="targets",
+    )
+    position = models.PositiveIntegerField(
+        help_text="Start order: by server name.",
+    )
+    server = models.ForeignKey(
+        Server,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="batch_targets",
+    )
+    server_name = models.CharField(
+        max_length=64,
+    )
+    execution = models.OneToOneField(
+        Execution,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batch_target",
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.PENDING,
+    )
+    error_code = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Why it did not succeed, when no execution says it (skipped, cancelled).",
+    )
+
+    class Meta:
+        ordering = ["batch", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "position"], name="batchtarget_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server_name} ({self.status})"

@@ -93,13 +93,18 @@ class ExecuteRateThrottle(ScopedRateThrottle):
         self.scope = getattr(view, self.scope_attr, None)
         if not self.scope:
             return True
-        self.rate = self.get_rate()
+        self.rate = self.rate_of(request.auth)
         self.num_requests, self.duration = self.parse_rate(self.rate)
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
         allowed, self.retry_after = self.record(self.key, count)
         return allowed
+
+    def rate_of(self, key: Any) -> str:
+        """The key's own rate (ApiKey.rate, e.g. 100/min), else the scope's setting."""
+        own = getattr(key, "rate", "") if isinstance(key, ApiKey) else ""
+        return own or self.get_rate()
 
     def record(self, key: str, count: int = 1) -> tuple[bool, float]:
         """Atomically count `count` executions if they all fit: (allowed, seconds to wait)."""
@@ -149,6 +154,13 @@ class ExecuteRateThrottle(ScopedRateThrottle):
     def wait(self) -> float:
         """Whole seconds until a slot frees; at least 1 so Retry-After is always sent."""
         return max(1, math.ceil(self.retry_after))
+
+
+def limit_of(caller: Caller) -> tuple[int, int]:
+    """(executions, per seconds) the caller may make: its key's own rate, or the setting."""
+    throttle = ExecuteRateThrottle()
+    throttle.scope = SCOPE
+    return throttle.parse_rate(throttle.rate_of(caller.api_key))
 
 
 def take(caller: Caller, count: int = 1) -> None:

@@ -9,6 +9,7 @@ field errors in the same words.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class Caller:
     api_key: ApiKey | None = None
     user: Any = None
     client_ip: str | None = None
+    # Who it is when there is no account, as the audit row's username: the CLI says
+    # "cli:<unix user>" (runbatch).
+    name: str = ""
 
     @property
     def account(self) -> Any:
@@ -79,6 +83,111 @@ class ExecuteRequest(serializers.Serializer):
         except NotWhitelisted as exc:
             raise serializers.ValidationError(exc.detail) from None
         return value
+
+
+PERCENT = re.compile(r"([0-9]{1,3})%")
+
+
+def parse_limit(value: object, *, name: str, minimum: int) -> tuple[int | None, int | None]:
+    """(number, percent) from an int >= minimum or a string "N%" with N from 1 to 100;
+    ValueError saying what is accepted otherwise."""
+    if isinstance(value, bool):
+        value = None  # true/false are not numbers, whatever Python says
+    if isinstance(value, int) and value >= minimum:
+        return value, None
+    if isinstance(value, str) and (found := PERCENT.fullmatch(value.strip())):
+        percent = int(found[1])
+        if 1 <= percent <= 100:
+            return None, percent
+    raise ValueError(
+        f"{name} is a whole number of at least {minimum}, or a percentage of the targets "
+        'from "1%" to "100%".'
+    )
+
+
+class ServerRefField(serializers.Field):
+    """A server named by its id (a JSON number, or digits) or its name: kept as text."""
+
+    default_error_messages = {
+        "invalid": "Name a server by its id (a whole number) or its name (a slug), e.g. nas."
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int):
+            if data < 1:
+                self.fail("invalid")
+            return str(data)
+        if isinstance(data, str) and 0 < len(data) <= 64:
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class LimitField(serializers.Field):
+    """A whole number of at least `minimum`, or "N%" of the targets (1 to 100): kept as
+    given (an int or the string), fleet/scheduler.py turns it into a number."""
+
+    def __init__(self, *, minimum: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.minimum = minimum
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            parse_limit(data, name=self.field_name, minimum=self.minimum)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return data.strip() if isinstance(data, str) else data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class BatchRequest(ExecuteRequest):
+    """`POST batches/`: the command, the targets (`servers` or `tag`) and the fan-out."""
+
+    servers = serializers.ListField(
+        child=ServerRefField(),
+        required=False,
+        allow_empty=False,
+        max_length=10000,
+        help_text='Servers by id or name, e.g. ["nas", 3]. Give this or `tag`.',
+    )
+    tag = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        required=False,
+        help_text="Every server with this tag. Give this or `servers`.",
+        error_messages={"invalid": "A tag is a slug such as pi or web (lowercase)."},
+    )
+    max_concurrency = LimitField(
+        minimum=1,
+        default=10,
+        help_text='At most this many targets at once: a number >= 1, or "N%" of the '
+        "targets (rounded up). Default 10.",
+    )
+    max_errors = LimitField(
+        minimum=0,
+        default=None,
+        allow_null=True,
+        help_text="Once MORE targets than this have ended without success, no further "
+        'target starts: a number >= 0, or "N%" of the targets (rounded down). Default: '
+        "no limit.",
+    )
+    wait = serializers.BooleanField(
+        default=True,
+        help_text="false: answer 202 at once with the batch_id; true (the default): answer "
+        "once every target has ended.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("servers" in attrs) == ("tag" in attrs):
+            raise serializers.ValidationError(
+                'Give exactly one of "servers" (a list of ids or names) and "tag".'
+            )
+        return attrs
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

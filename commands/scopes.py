@@ -97,16 +97,36 @@ def check_acts_on(
     cannot see, whether or not it exists (server_ref names it)."""
     if key is None:
         return
-    if key.read_only:
-        raise KeyScope(read_only_detail(key))
+    check_may_act(key)
     if limits_servers(key) and (server is None or not _lists_server(key, server)):
-        names = [s.name for s in allowed_servers(key)]
-        where = f"servers {', '.join(names)}" if names else "no server (its servers were deleted)"
         target = server.name if server is not None else server_ref
+        raise outside_scope(key, f"it may not {verb} {target!r}")
+
+
+def check_may_act(key: ApiKey | None) -> None:
+    """Raise KeyScope if key is read-only: it may look, never act on a server."""
+    if key is not None and key.read_only:
+        raise KeyScope(read_only_detail(key))
+
+
+def check_action(key: ApiKey | None, action_type: str) -> None:
+    """Raise KeyScope unless key may run action_type (anywhere it may act)."""
+    if limits_actions(key) and action_type not in key.action_types:
+        listed = ", ".join(key.action_types) or "no action type"
         raise KeyScope(
-            f"API key {key.name!r} is limited to {where}; it may not {verb} "
-            f"{target!r}. Use a key for that server, or widen this one in the admin."
+            f"API key {key.name!r} is limited to {listed}; it may not run {action_type!r}. "
+            "Use a key for that action, or widen this one in the admin."
         )
+
+
+def outside_scope(key: ApiKey, what: str) -> KeyScope:
+    """The refusal of a server-limited key acting outside its servers: what it may not do."""
+    names = [s.name for s in allowed_servers(key)]
+    where = f"servers {', '.join(names)}" if names else "no server (its servers were deleted)"
+    return KeyScope(
+        f"API key {key.name!r} is limited to {where}; {what}. Use a key for that server, "
+        "or widen this one in the admin."
+    )
 
 
 def check_execute(
@@ -116,12 +136,7 @@ def check_execute(
     if key is None:
         return
     check_acts_on(key, server, server_ref=server_ref)
-    if limits_actions(key) and action_type not in key.action_types:
-        listed = ", ".join(key.action_types) or "no action type"
-        raise KeyScope(
-            f"API key {key.name!r} is limited to {listed}; it may not run {action_type!r}. "
-            "Use a key for that action, or widen this one in the admin."
-        )
+    check_action(key, action_type)
 
 
 def check_cancel(key: ApiKey | None) -> None:

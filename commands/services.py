@@ -26,7 +26,7 @@ import copy
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +62,10 @@ from commands.exceptions import (
     ServiceUnavailable,
     SSHError,
 )
-from commands.models import Execution, Server, parse_id
+from commands.models import Batch, Execution, Server, parse_id
 from commands.requests import Caller, ExecuteRequest, validated
 from commands.results import output_of, result_frame
+from commands.whitelist import Match
 
 Status = Execution.Status
 logger = logging.getLogger(__name__)
@@ -116,10 +117,18 @@ def shutdown(*, server: bool = False) -> None:
     shutdown_current(server=server)
 
 
+# What a cancel message from another worker may name, and who acts on it: the
+# execution's run here, or (registered by commands.fleet) a batch this process runs.
+cancel_handlers: dict[str, Callable[[int], None]] = {
+    "execution_id": lambda execution_id: runner().stop(execution_id, CANCELLED),
+}
+
+
 def _on_cancel_message(message: dict) -> None:
-    execution_id = message.get("execution_id")
-    if isinstance(execution_id, int):
-        runner().stop(execution_id, CANCELLED)
+    for field, handle in cancel_handlers.items():
+        value = message.get(field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            handle(value)
 
 
 def _close_own_rows(wait_seconds: float = 1.0) -> None:
@@ -130,6 +139,7 @@ def _close_own_rows(wait_seconds: float = 1.0) -> None:
     while own.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     own.interrupt()
+    Batch.objects.filter(runner=process_identity()).interrupt()
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -233,12 +243,9 @@ def execute_command(
         command=command,
         action_type=action_type,
     )
-    bounded = runner()
     try:
-        if not server.enabled:
-            raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
-        match = rules.resolve(command, action_type, server)
-        bounded.reserve()  # may wait a moment; Busy when every slot stays taken
+        match = check_runnable(server, command, action_type)
+        runner().reserve()  # may wait a moment; Busy when every slot stays taken
     except (CommandRejected, Busy) as exc:
         audit.reject(execution, exc)
         raise
@@ -254,9 +261,25 @@ def execute_command(
     return answer(run.future.result())
 
 
-def start(execution: Execution, *, argv: list[str], timeout: int) -> Run:
-    """Save the row `running` (before SSH) and hand its run to the runner, whose slot the
-    caller reserved (and which is given back here if the row cannot be saved)."""
+def check_runnable(server: Server, command: str, action_type: str) -> Match:
+    """The whitelist's match for command on server: CommandRejected when the server is
+    disabled, no rule usable there is named action_type, or the command does not fit."""
+    if not server.enabled:
+        raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
+    return rules.resolve(command, action_type, server)
+
+
+def start(
+    execution: Execution,
+    *,
+    argv: list[str],
+    timeout: int,
+    also: Sequence[str] = (),
+    frame_fields: dict[str, Any] | None = None,
+) -> Run:
+    """Save the row `running` (before SSH) and hand its run to the runner, in the slot the
+    caller reserved (given back here if the row cannot be saved). The output frames go to
+    the execution's log and to `also` (a batch's), with `frame_fields` (its `server`)."""
     bounded = runner()
     target = target_for(execution.server)
     try:
@@ -268,8 +291,18 @@ def start(execution: Execution, *, argv: list[str], timeout: int) -> Run:
         framelog.backend().start(framelog.execution_log(execution.pk), ttl=timeout + 60)
     except Exception:  # the command still runs and is recorded; followers read the row
         logger.warning("no live stream for execution %s: the live store failed", execution.pk)
+    output = functools.partial(
+        LiveOutput,
+        execution.pk,
+        stream_limit=settings.HOMELAB_STREAM_LIMIT,
+        output_limit=settings.HOMELAB_OUTPUT_LIMIT,
+        also=also,
+        fields=frame_fields,
+    )
     # The runner closes its own copy: with wait=False the caller still answers from this.
-    work = functools.partial(_run, execution=copy.copy(execution), target=target, timeout=timeout)
+    work = functools.partial(
+        _run, execution=copy.copy(execution), target=target, timeout=timeout, output=output
+    )
     try:
         return bounded.submit(execution.pk, work)
     except Busy as exc:  # a shutdown began meanwhile: nothing ran
@@ -293,14 +326,17 @@ def answer(outcome: Outcome) -> Execution:
     return outcome.execution
 
 
-def _run(run: Run, *, execution: Execution, target: ssh.SSHTarget, timeout: int) -> Outcome:
+def _run(
+    run: Run,
+    *,
+    execution: Execution,
+    target: ssh.SSHTarget,
+    timeout: int,
+    output: Callable[[], LiveOutput],
+) -> Outcome:
     """The runner thread's part: SSH with live output, then the row closed and the result
     frame published."""
-    output = LiveOutput(
-        execution.pk,
-        stream_limit=settings.HOMELAB_STREAM_LIMIT,
-        output_limit=settings.HOMELAB_OUTPUT_LIMIT,
-    )
+    output = output()
     result, error, stopped = None, None, ""
     try:
         result = executor().execute(

@@ -17,3 +17,5 @@ execution_finished = Signal()
 # A request was refused before anything ran (a `rejected` row was written or counted).
 # kwargs: code (the error code), execution (the row, may be a repeat's counted row).
 execution_refused = Signal()
+# A batch ended (succeeded, failed, cancelled or interrupted). kwargs: batch.
+batch_finished = Signal()

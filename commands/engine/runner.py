@@ -131,6 +131,22 @@ class Runner:
                 f"(HOMELAB_MAX_RUNNING); nothing was run, try again shortly."
             )
 
+    def wait_for_slot(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Take a slot, waiting as long as it takes (a batch queues, it is never `busy`):
+        True once taken; False when stop is set or a shutdown begins first."""
+        while not stop.is_set() and not self._closing:
+            if self._slots.acquire(timeout=poll):
+                if self._closing:
+                    self._slots.release()
+                    return False
+                return True
+        return False
+
+    @property
+    def closing(self) -> bool:
+        """A shutdown has begun: no new work is taken."""
+        return self._closing
+
     def release(self) -> None:
         """Give back a slot reserved with reserve() that was not used by submit()."""
         self._slots.release()
