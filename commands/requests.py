@@ -31,6 +31,9 @@ class Caller:
     # Who it is when there is no account, as the audit row's username: the CLI says
     # "cli:<unix user>" (runbatch).
     name: str = ""
+    # The operator at this machine's shell (a management command): trusted like the admin
+    # who set it up, and without a quota.
+    operator: bool = False
 
     @property
     def account(self) -> Any:

@@ -105,10 +105,6 @@ class Frame:
         """This frame with more fields (e.g. `server`, for a batch's socket)."""
         return Frame(self.type, self.execution_id, **{**self.fields, **fields})
 
-    @property
-    def ends_stream(self) -> bool:
-        return self.type in (FrameType.RESULT, FrameType.SUMMARY)
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Frame) and self.text == other.text
 

@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from tests.live import COUNT, call, follow, key_headers, output_of, set_up, start
+from tests.live import COUNT, call, follow, key_headers, manage, output_of, set_up, start
 from tests.sshd import processes_matching, signal_pids, wait_for
 from tests.test_production_profile import database, profile_env, workers  # noqa: F401
 
@@ -71,3 +71,41 @@ def test_started_on_a_streamed_and_cancelled_on_b(
     url = f"{b.base}/api/v1/executions/{again}/"
     assert wait_for(lambda: call("GET", url, key)[2]["stdout"].startswith("1\n"), timeout=5)
     assert call("GET", url, key)[2]["status"] == "running"
+
+
+def test_a_batch_started_on_a_is_streamed_and_cancelled_on_b(
+    profile_env,  # noqa: F811
+    database,  # noqa: F811
+    workers,  # noqa: F811
+    sshd,
+    client_key,
+):
+    a, b = Worker(workers[0]), Worker(workers[1])
+    key, _ = set_up(profile_env, sshd, client_key)
+    manage(profile_env, "addserver", "box2", sshd.host, "--port", str(sshd.port),
+           "--user", sshd.username)  # fmt: skip
+    manage(profile_env, "trusthost", "box2", "--yes")
+    marker = f"62.{random.randint(10**8, 10**9)}"
+    status, _, started = call("POST", f"{a.base}/api/v1/batches/", key, {
+        "command": f"sleep {marker}", "action_type": "t_nap", "servers": ["box", "box2"],
+        "max_concurrency": 1, "wait": False,
+    })  # fmt: skip
+    assert status == 202, started
+    batch_id = started["batch_id"]
+    try:
+        assert wait_for(lambda: processes_matching(marker), timeout=20)
+        seen = {}
+        url = f"{b.ws}/ws/v1/batches/{batch_id}/"
+        watcher = threading.Thread(target=lambda: seen.update(got=follow(url, key_headers(key))))
+        watcher.start()
+        status, _, body = call("POST", f"{b.base}/api/v1/batches/{batch_id}/cancel", key)
+        assert (status, body["status"]) == (200, "cancelled"), body
+        assert [r["status"] for r in body["results"]] == ["cancelled", "cancelled"]
+        assert wait_for(lambda: not processes_matching(marker), timeout=3)
+        watcher.join(timeout=15)
+        frames = seen["got"].frames
+        assert frames[-1]["type"] == "summary" and frames[-1]["status"] == "cancelled"
+        # One result per target, as each ended: box2, never started, ended first.
+        assert sorted(f["server"] for f in frames if f["type"] == "result") == ["box", "box2"]
+    finally:
+        signal_pids(processes_matching(marker), signal.SIGKILL)

@@ -4,18 +4,30 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from commands import results, services
-from commands.models import AllowedCommand, Execution, Server
-from commands.requests import ExecuteRequest
+from commands.models import AllowedCommand, Batch, BatchTarget, Execution, Server
+from commands.requests import BatchRequest, ExecuteRequest
 
 
 class ServerSerializer(serializers.ModelSerializer):
     """A server as clients see it: never a key path or key material."""
 
     host_key_pinned = serializers.SerializerMethodField()
+    tags = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True, help_text="Its tags, sorted."
+    )
 
     class Meta:
         model = Server
-        fields = ["id", "name", "hostname", "port", "username", "enabled", "host_key_pinned"]
+        fields = [
+            "id",
+            "name",
+            "hostname",
+            "port",
+            "username",
+            "enabled",
+            "host_key_pinned",
+            "tags",
+        ]
         read_only_fields = fields
 
     def get_host_key_pinned(self, server: Server) -> bool:
@@ -115,8 +127,69 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "error_detail",
             "created_at",
             "finished_at",
+            "batch",
         ]
         read_only_fields = fields
+
+
+# --- batches (the bodies are built by commands/fleet/service.py; these document them) ----
+@extend_schema_serializer(component_name="Batch")
+class BatchRequestSerializer(BatchRequest):
+    pass
+
+
+TARGET_STATUSES = [status for status, _ in BatchTarget.Status.choices]
+
+
+class BatchResultSerializer(serializers.Serializer):
+    """One target of a batch."""
+
+    server = serializers.CharField(help_text="The server's name.")
+    server_id = serializers.IntegerField(allow_null=True)
+    execution_id = serializers.IntegerField(
+        allow_null=True, help_text="The target's audit row; null when it never started."
+    )
+    status = serializers.ChoiceField(TARGET_STATUSES)
+    exit_code = serializers.IntegerField(allow_null=True)
+    stdout = serializers.CharField(allow_blank=True)
+    stderr = serializers.CharField(allow_blank=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    stdout_truncated = serializers.BooleanField()
+    stderr_truncated = serializers.BooleanField()
+    code = serializers.CharField(
+        allow_null=True, help_text="The error code (e.g. ssh_connect_failed, skipped), or null."
+    )
+
+
+class BatchSummarySerializer(serializers.Serializer):
+    """A batch without its results (GET batches/, the stream's `summary` frame)."""
+
+    batch_id = serializers.IntegerField()
+    status = serializers.ChoiceField([status for status, _ in Batch.Status.choices])
+    command = serializers.CharField()
+    action_type = serializers.CharField()
+    tag = serializers.CharField(allow_null=True)
+    servers = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    max_concurrency = serializers.IntegerField(help_text="At most this many ran at once.")
+    max_errors = serializers.IntegerField(
+        allow_null=True, help_text="More failures than this stopped it; null: no limit."
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), help_text="How many targets are in each status."
+    )
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class BatchSerializer(BatchSummarySerializer):
+    """A batch with one result per target, sorted by server name."""
+
+    results = BatchResultSerializer(many=True)
+
+
+class BatchStartedSerializer(serializers.Serializer):
+    batch_id = serializers.IntegerField()
+    status = serializers.CharField()
 
 
 class CheckStepSerializer(serializers.Serializer):

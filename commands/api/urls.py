@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from commands.api import views
+from commands.api import batches, views
 
 
 class OptionalSlashRouter(DefaultRouter):
@@ -14,5 +14,6 @@ class OptionalSlashRouter(DefaultRouter):
 router = OptionalSlashRouter()
 router.register("servers", views.ServerViewSet, basename="server")
 router.register("executions", views.ExecutionViewSet, basename="execution")
+router.register("batches", batches.BatchViewSet, basename="batch")
 
 urlpatterns = router.urls

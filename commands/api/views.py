@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from commands import audit, checks, quota, scopes, services
 from commands.api import clientip, openapi
-from commands.api.filters import ExecutionFilter
+from commands.api.filters import ExecutionFilter, ServerFilter
 from commands.api.handlers import as_domain_error
 from commands.api.permissions import EXECUTE_PERMISSIONS
 from commands.api.serializers import (
@@ -67,9 +67,6 @@ SERVER_REF = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(
-        parameters=[OpenApiParameter("name", str, description="Only the server with this name.")]
-    ),
     retrieve=extend_schema(parameters=[SERVER_REF]),
     commands=extend_schema(parameters=[SERVER_REF]),
     execute=extend_schema(parameters=[SERVER_REF]),
@@ -78,16 +75,20 @@ SERVER_REF = OpenApiParameter(
 class ServerViewSet(viewsets.ReadOnlyModelViewSet):
     """Servers commands can be run on."""
 
-    queryset = Server.objects.all()
+    queryset = Server.objects.prefetch_related("tags")
     serializer_class = ServerSerializer
     throttle_scope: str | None = None  # set per action (execute)
+    # ?name= and ?tag= (repeat it: servers with every tag) on the list: api/filters.py.
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ServerFilter
 
     def get_queryset(self):
-        queryset = super().get_queryset()
-        if self.action == "list" and "name" in self.request.query_params:
-            queryset = queryset.filter(name=self.request.query_params["name"])
         # A scoped key sees only the servers it may use: others are as if missing.
-        return scopes.filter_servers(queryset, key_of(self.request))
+        return scopes.filter_servers(super().get_queryset(), key_of(self.request))
+
+    def filter_queryset(self, queryset):
+        # The filters are the list's: a server's own URL names it whatever the query says.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def get_object(self) -> Server:
         """The server the URL names, by id or name (services.find_server). For a

@@ -76,6 +76,36 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
                 await framelog.backend().unsubscribe(self.subscription, self.channel_name)
 
 
+class BatchStreamConsumer(ExecutionStreamConsumer):
+    """`ws/v1/batches/{id}/`: every target's output frames (with `server`) and result as it
+    ends, from the start, then the batch's `summary` and close 1000."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        batch_ref = self.scope["url_route"]["kwargs"]["batch_id"]
+        refusal = await streaming.authorize_batch(self.scope, batch_ref)
+        if refusal is not None:
+            await self.close(code=refusal)
+            return
+        batch_id = int(batch_ref)
+        self.subscription = framelog.Subscription(
+            framelog.batch_log(batch_id), asyncio.get_running_loop()
+        )
+        await framelog.backend().subscribe(self.subscription, self.channel_name)
+        self.task = asyncio.create_task(self.stream_batch(batch_id))
+
+    async def stream_batch(self, batch_id: int) -> None:
+        try:
+            await streaming.follow_batch(batch_id, self.send_frame, self.subscription.event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("stream of batch %s failed", batch_id)
+            await self.close(code=1011)
+            return
+        await self.close(code=1000)
+
+
 FIRST_FRAME_SECONDS = 30
 TOO_SLOW = f"Send the command as the first frame within {FIRST_FRAME_SECONDS} s."
 

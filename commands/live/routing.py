@@ -10,6 +10,10 @@ websocket_urlpatterns = [
         consumers.ExecutionStreamConsumer.as_asgi(),
     ),
     re_path(
+        r"^ws/v1/batches/(?P<batch_id>[^/]+)/?$",
+        consumers.BatchStreamConsumer.as_asgi(),
+    ),
+    re_path(
         r"^ws/v1/servers/(?P<server>[^/]+)/commands/execute/?$",
         consumers.ExecuteConsumer.as_asgi(),
     ),

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from commands import scopes
 from commands.management.commands.allowcommand import named_servers
-from commands.models import AllowedCommand, ApiKey, validate_action_types
+from commands.models import RATE, RATE_MESSAGE, AllowedCommand, ApiKey, validate_action_types
 
 
 class Command(BaseCommand):
@@ -39,6 +39,13 @@ class Command(BaseCommand):
             action="store_true",
             help="The key lists servers, commands and executions, never executes or cancels.",
         )
+        parser.add_argument(
+            "--rate",
+            default="",
+            metavar="RATE",
+            help="The key's own execution quota, e.g. 100/min (default HOMELAB_EXECUTE_RATE); "
+            "a batch counts one execution per server.",
+        )
 
     def handle(self, *args, name: str, user: str | None, **options) -> None:
         owner = None
@@ -53,6 +60,9 @@ class Command(BaseCommand):
             raise CommandError("A --read-only key runs no action: give --action or --read-only.")
         servers = named_servers(options["servers"] or [])
         actions = known_actions(options["actions"] or [])
+        rate = options["rate"].strip()
+        if rate and not RATE.fullmatch(rate):
+            raise CommandError(f"--rate {rate!r}: {RATE_MESSAGE}")
         with transaction.atomic():
             api_key, key = ApiKey.objects.create_key(
                 name=name,
@@ -61,11 +71,13 @@ class Command(BaseCommand):
                 all_actions=not actions,
                 action_types=actions,
                 read_only=options["read_only"],
+                rate=rate,
             )
             api_key.servers.set(servers)
         self.stderr.write(
             f"Created API key {api_key.name!r} (prefix {api_key.prefix}); scope: "
-            f"{scopes.describe(api_key)}. Store it now: it cannot be shown again."
+            f"{scopes.describe(api_key)}"
+            f"{f'; rate {rate}' if rate else ''}. Store it now: it cannot be shown again."
         )
         self.stdout.write(key)
 

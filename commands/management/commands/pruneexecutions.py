@@ -6,12 +6,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from commands.models import Execution
+from commands.models import Batch, Execution
 
 
 class Command(BaseCommand):
     help = (
-        "Delete executions created more than DAYS ago (default HOMELAB_AUDIT_RETENTION_DAYS). "
+        "Delete executions and batches created more than DAYS ago (default "
+        "HOMELAB_AUDIT_RETENTION_DAYS). "
         "Rows still 'running' are kept whatever their age: markinterrupted closes them."
     )
 
@@ -33,8 +34,10 @@ class Command(BaseCommand):
         old = Execution.objects.filter(created_at__lt=cutoff).exclude(
             status=Execution.Status.RUNNING
         )
-        deleted, _ = old.delete()
+        deleted = old.delete()[1].get("commands.Execution", 0)
+        batches = Batch.objects.filter(created_at__lt=cutoff).exclude(status=Batch.Status.RUNNING)
+        pruned = batches.delete()[1].get("commands.Batch", 0)
         self.stdout.write(
-            f"Deleted {deleted} execution(s) created before {cutoff:%Y-%m-%d %H:%M} UTC "
-            f"(older than {days} days); running ones are kept."
+            f"Deleted {deleted} execution(s) and {pruned} batch(es) created before "
+            f"{cutoff:%Y-%m-%d %H:%M} UTC (older than {days} days); running ones are kept."
         )
