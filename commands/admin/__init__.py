@@ -4,6 +4,6 @@ One module per model's admin; importing them here registers them (admin autodisc
 imports `commands.admin`).
 """
 
-from commands.admin import executions, keys, rules, servers
+from commands.admin import batches, executions, keys, rules, servers
 
-__all__ = ["executions", "keys", "rules", "servers"]
+__all__ = ["batches", "executions", "keys", "rules", "servers"]

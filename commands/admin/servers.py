@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from commands import checks, rules, services, ssh, whitelist
 from commands.admin.access import StaffMayRead
+from commands.admin.batches import run_on_servers
 from commands.exceptions import CommandRejected, SSHError
 from commands.models import AllowedCommand, Server
 from commands.scopes import NO_EXECUTE_PERMISSION, may_execute
@@ -58,8 +59,9 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         "use_sudo",
         "enabled",
         "host_key_pinned",
+        "tag_names",
     ]
-    list_filter = ["enabled", "use_sudo"]
+    list_filter = ["enabled", "use_sudo", "tags"]
     search_fields = ["name", "hostname", "notes"]
     fields = [
         "name",
@@ -71,10 +73,20 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         "host_key",
         "host_key_fingerprint",
         "enabled",
+        "tags",
         "notes",
     ]
     readonly_fields = ["host_key_fingerprint"]
-    actions = ["check_servers"]
+    filter_horizontal = ["tags"]
+    actions = ["check_servers", run_on_servers]
+    change_list_template = "admin/commands/server/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Server]:
+        return super().get_queryset(request).prefetch_related("tags")
+
+    @admin.display(description="tags")
+    def tag_names(self, server: Server) -> str:
+        return ", ".join(tag.name for tag in server.tags.all())
 
     @admin.display(boolean=True, description="host key pinned")
     def host_key_pinned(self, server: Server) -> bool:
