@@ -758,8 +758,10 @@ class Batch(models.Model):
 
 
 class BatchTarget(models.Model):
-    """One server of a batch, in start order: pending, then running, then how it ended.
-    A target that never started (skipped, cancelled before its turn) has no execution."""
+    """One server of a batch, in start order. A target that never started (skipped,
+    cancelled or refused before its turn) has no execution and `status` says how it ended;
+    once started, its execution's status is the target's (`status` is then left as
+    `running`: the execution row is the one truth, closed by its own lifecycle)."""
 
     class Status(models.TextChoices):
         PENDING = "pending"

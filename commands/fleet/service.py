@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from commands import audit, quota, rules, scopes, services, signals
+from commands import audit, quota, rules, scopes, services, signals, whitelist
 from commands.engine import framelog
 from commands.engine.runner import CANCELLED, INTERRUPTED, process_alive, process_identity
 from commands.exceptions import (
@@ -38,9 +38,10 @@ from commands.exceptions import (
     TooManyServers,
 )
 from commands.fleet.scheduler import Scheduler, concurrency_for, errors_allowed
-from commands.models import Batch, BatchTarget, Execution, Server
+from commands.models import AllowedCommand, Batch, BatchTarget, Execution, Server
 from commands.requests import BatchRequest, Caller, parse_limit, validated
 from commands.results import Frame, FrameType, output_frame, truncated_frame
+from commands.whitelist import Match
 
 logger = logging.getLogger(__name__)
 TargetStatus = BatchTarget.Status
@@ -197,6 +198,9 @@ class BatchRun:
     stop: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     halted_by: str = ""  # CANCELLED or INTERRUPTED
+    _rule: AllowedCommand | None = field(default=None, repr=False)
+    _usable_on: set[int] | None = field(default=None, repr=False)
+    _match: Match | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls, batch: Batch, caller: Caller) -> BatchRun:
@@ -265,10 +269,30 @@ class BatchRun:
             except queue.Empty:
                 return
 
+    def _match_for(self, server: Server) -> Match:
+        """The whitelist's match on server. The batch is one request: its rule is read
+        once, when it starts; a server it may not run on, or a disabled one, goes through
+        services.check_runnable for the refusal the single-server API gives."""
+        if self._rule is None:
+            self._rule = rules.find(self.batch.action_type)
+            if self._rule is not None:
+                self._usable_on = (
+                    None
+                    if self._rule.all_servers
+                    else set(self._rule.servers.values_list("pk", flat=True))
+                )
+                self._match = whitelist.match(self.batch.command, self._rule)
+        usable = self._rule is not None and (
+            self._usable_on is None or server.pk in self._usable_on
+        )
+        if not (usable and server.enabled):
+            return services.check_runnable(server, self.batch.command, self.batch.action_type)
+        return self._match
+
     def _start_target(self, index: int) -> None:
         target = self.targets[index]
         batch = self.batch
-        server = Server.objects.filter(pk=target.server_id).first()
+        server = target.server
         if server is None:  # deleted since the batch began
             self._never_ran(index, TargetStatus.REJECTED, "server_not_found", taken=True)
             return
@@ -281,7 +305,7 @@ class BatchRun:
         )
         execution.batch = batch
         try:
-            match = services.check_runnable(server, batch.command, batch.action_type)
+            match = self._match_for(server)
         except CommandRejected as exc:
             audit.reject(execution, exc)
             self._ended(index, execution)
@@ -317,9 +341,11 @@ class BatchRun:
     def _ended(self, index: int, execution: Execution) -> None:
         """Target index ended with this (closed or refused) execution row."""
         target = self.targets[index]
+        started = target.execution_id is not None
         target.execution = execution
         target.status = execution.status
-        target.save(update_fields=["execution", "status"])
+        if not started:  # a started target's status is its execution's (no write needed)
+            target.save(update_fields=["execution", "status"])
         self.scheduler.ended(index, succeeded=execution.status == SUCCEEDED)
         self._publish([result_frame(target, execution)])
 
