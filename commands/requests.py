@@ -88,6 +88,7 @@ class ExecuteRequest(serializers.Serializer):
         return value
 
 
+MAX_LIMIT = 10000  # as many as HOMELAB_BATCH_MAX_SERVERS may ever allow
 PERCENT = re.compile(r"([0-9]{1,3})%")
 
 
@@ -96,14 +97,14 @@ def parse_limit(value: object, *, name: str, minimum: int) -> tuple[int | None, 
     ValueError saying what is accepted otherwise."""
     if isinstance(value, bool):
         value = None  # true/false are not numbers, whatever Python says
-    if isinstance(value, int) and value >= minimum:
+    if isinstance(value, int) and minimum <= value <= MAX_LIMIT:
         return value, None
     if isinstance(value, str) and (found := PERCENT.fullmatch(value.strip())):
         percent = int(found[1])
         if 1 <= percent <= 100:
             return None, percent
     raise ValueError(
-        f"{name} is a whole number of at least {minimum}, or a percentage of the targets "
+        f"{name} is a whole number from {minimum} to {MAX_LIMIT}, or a percentage of the targets "
         'from "1%" to "100%".'
     )
 

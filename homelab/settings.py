@@ -266,6 +266,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Three models have a status: name each enum after its model, not a hash.
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStatusEnum": "commands.api.schema.EXECUTION_STATUS",
+        "BatchStatusEnum": "commands.api.schema.BATCH_STATUS",
+        "TargetStatusEnum": "commands.api.schema.TARGET_STATUS",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "commands.api.schema.document_execute_without_slash",

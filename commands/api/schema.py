@@ -1,6 +1,10 @@
-"""drf-spectacular extensions: how our API-key authentication appears in OpenAPI."""
+"""drf-spectacular extensions: how our API-key authentication and our own fields appear in
+OpenAPI, and the postprocessing hooks that finish the schema."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -76,3 +80,46 @@ ERROR_SCHEMA = {
     },
     "required": ["detail", "code"],
 }
+
+
+class ServerRefFieldExtension(OpenApiSerializerFieldExtension):
+    """A server in a batch's `servers`: its id (a number) or its name."""
+
+    target_class = "commands.requests.ServerRefField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "minLength": 1, "maxLength": 64},
+            ]
+        }
+
+
+class LimitFieldExtension(OpenApiSerializerFieldExtension):
+    """max_concurrency / max_errors: a whole number, or "N%" of the targets."""
+
+    target_class = "commands.requests.LimitField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        from commands.requests import MAX_LIMIT
+
+        number = {"type": "integer", "minimum": self.target.minimum, "maximum": MAX_LIMIT}
+        percent = {"type": "string", "pattern": r"^ *(100|[1-9][0-9]?)% *$"}
+        schema = {"oneOf": [number, percent]}
+        if self.target.allow_null:
+            schema["nullable"] = True
+        return schema
+
+
+# The enums of the three models with a `status`, named after their model
+# (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]); imported when the schema is generated.
+def _choices(model_name: str) -> list[tuple[str, str]]:
+    from commands import models
+
+    return getattr(models, model_name).Status.choices
+
+
+EXECUTION_STATUS = _choices("Execution")
+BATCH_STATUS = _choices("Batch")
+TARGET_STATUS = _choices("BatchTarget")

@@ -138,7 +138,6 @@ class BatchRequestSerializer(BatchRequest):
     pass
 
 
-TARGET_STATUSES = [status for status, _ in BatchTarget.Status.choices]
 
 
 class BatchResultSerializer(serializers.Serializer):
@@ -149,7 +148,7 @@ class BatchResultSerializer(serializers.Serializer):
     execution_id = serializers.IntegerField(
         allow_null=True, help_text="The target's audit row; null when it never started."
     )
-    status = serializers.ChoiceField(TARGET_STATUSES)
+    status = serializers.ChoiceField(BatchTarget.Status.choices)
     exit_code = serializers.IntegerField(allow_null=True)
     stdout = serializers.CharField(allow_blank=True)
     stderr = serializers.CharField(allow_blank=True)
@@ -165,7 +164,7 @@ class BatchSummarySerializer(serializers.Serializer):
     """A batch without its results (GET batches/, the stream's `summary` frame)."""
 
     batch_id = serializers.IntegerField()
-    status = serializers.ChoiceField([status for status, _ in Batch.Status.choices])
+    status = serializers.ChoiceField(Batch.Status.choices)
     command = serializers.CharField()
     action_type = serializers.CharField()
     tag = serializers.CharField(allow_null=True)
@@ -227,9 +226,10 @@ class ErrorSerializer(serializers.Serializer):
 
 class BadRequestErrorSerializer(ErrorSerializer):
     errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
+        child=serializers.JSONField(),
         required=False,
-        help_text="With code `invalid`: field name to its error messages.",
+        help_text="With code `invalid`: field name to its error messages (a list; for a "
+        "list field, item index to its messages).",
     )
     execution_id = serializers.IntegerField(
         required=False,
