@@ -34,6 +34,7 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
             "parameters",
             "parameter_help",
             "timeout_seconds",
+            "confirm",
         ]
         read_only_fields = fields
 
@@ -160,7 +161,8 @@ class BadRequestErrorSerializer(ErrorSerializer):
     )
     execution_id = serializers.IntegerField(
         required=False,
-        help_text="With a rejection by the whitelist or a disabled server: the audit row.",
+        help_text="With a rejection by the whitelist, a disabled server or a missing "
+        "confirmation: the audit row.",
     )
 
 
