@@ -1,7 +1,7 @@
 """Servers in the admin: connection settings, the pinned host key, and the console.
 
-A server's change page runs commands (commands/static/commands/console.js posts to the
-API with the session and follows the execution's WebSocket), checks the server step by
+A server's change page runs commands (commands/static/commands/run-panel.js posts to the
+API with the session; console.js follows the execution's WebSocket), checks the server step by
 step and pins its host key. Everything that reaches the server needs may_execute,
 enforced in these views, not only hidden in the template. What the console shows and the
 preview of a run are in commands/admin/console.py.
