@@ -43,6 +43,14 @@ class ServerDisabled(CommandRejected):
     default_detail = "The server is disabled."
 
 
+class ConfirmationRequired(CommandRejected):
+    """A rule flagged `confirm` asked for by a person (a browser session, the CLI) without
+    their confirmation (rules.must_confirm); API keys are never asked."""
+
+    code = "confirmation_required"
+    default_detail = 'The rule asks for confirmation: send "confirm": true.'
+
+
 class InvalidRequest(HomelabError):
     """The request body is malformed: not JSON, or a field fails its check. `errors` holds
     the field errors (name to messages) when fields were checked."""

@@ -58,7 +58,7 @@ class Caller:
 
 
 class ExecuteRequest(serializers.Serializer):
-    """`{"command", "action_type", "wait"}` of POST servers/{id}/commands/execute."""
+    """`{"command", "action_type", "wait", "confirm"}` of POST servers/{id}/commands/execute."""
 
     command = serializers.CharField(
         max_length=whitelist.MAX_COMMAND_LENGTH,
@@ -78,6 +78,12 @@ class ExecuteRequest(serializers.Serializer):
         help_text="false: answer 202 once the command is handed to the runner, with the "
         "execution_id to follow (GET executions/{id}/ or the WebSocket "
         "ws/v1/executions/{id}/). true (the default): wait for the result.",
+    )
+    confirm = serializers.BooleanField(
+        default=False,
+        help_text="true: the user has confirmed running a rule flagged `confirm` (GET "
+        "servers/{id}/commands/ shows the flag). A logged-in session must send it for such "
+        "a rule, or gets 400 confirmation_required; API keys are never asked.",
     )
 
     def validate_command(self, value: str) -> str:

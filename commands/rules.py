@@ -2,15 +2,17 @@
 
 commands/whitelist.py decides whether a command fits a rule's template and patterns, with
 no models and no I/O; this module reads the rules: which one an `action_type` names on a
-server, and whether a rule may run there (AllowedCommand.objects.usable_on decides).
+server, whether a rule may run there (AllowedCommand.objects.usable_on decides), and
+whether the caller must confirm it first (`must_confirm`, the one place that rule lives).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from commands.exceptions import CommandRejected, NotWhitelisted
+from commands.exceptions import CommandRejected, ConfirmationRequired, NotWhitelisted
 from commands.models import AllowedCommand, Server
+from commands.requests import Caller
 from commands.whitelist import Match, check_command_text, match
 
 LISTED_ACTION_TYPES = 20
@@ -55,6 +57,45 @@ def is_whitelisted(command: str, action_type: str, server: Server | None = None)
     except CommandRejected:
         return False
     return True
+
+
+POWER = frozenset({"reboot", "shutdown", "poweroff", "halt"})
+
+
+def changes_power(tokens: list[str]) -> bool:
+    """Whether a rule's tokens reboot or shut the machine down (reboot, shutdown, poweroff,
+    halt, or systemctl with one of them; behind sudo too): such a new rule asks first
+    unless its author says otherwise (allowcommand; migration 0010 for existing ones)."""
+    words = [str(token) for token in tokens]
+    if words[:1] == ["sudo"]:
+        words = [word for word in words if not word.startswith("-")][1:]
+    if not words:
+        return False
+    program = words[0].rsplit("/", 1)[-1]
+    return program in POWER or (program == "systemctl" and any(w in POWER for w in words[1:]))
+
+
+def must_confirm(rule: AllowedCommand, caller: Caller) -> bool:
+    """Whether caller must confirm before rule runs: a rule flagged `confirm` (it changes
+    the machine), asked for by a person, i.e. anyone but an API key. A browser session
+    confirms with "confirm": true (the console's dialog sends it once the server's name is
+    typed), the CLI with its y/N prompt or --yes. A key is a script that states what it
+    runs by calling: the API stays as it was for keys."""
+    return rule.confirm and caller.api_key is None
+
+
+def require_confirmation(
+    rule: AllowedCommand, caller: Caller, *, confirmed: bool, where: str
+) -> None:
+    """ConfirmationRequired when must_confirm(rule, caller) and the request did not confirm;
+    `where` names the target in the detail (a server's name, or "12 servers")."""
+    if confirmed or not must_confirm(rule, caller):
+        return
+    raise ConfirmationRequired(
+        f"Rule {rule.action_type} changes the machine, so it asks for confirmation before "
+        f'it runs on {where}: send "confirm": true once the user has confirmed (the admin '
+        "console asks for the server's name first). API keys are not asked."
+    )
 
 
 def _no_rule_detail(action_type: Any, server: Server | None) -> str:

@@ -8,9 +8,9 @@ call with a Caller, the server named in the URL and the request body:
 
 `execute_command` is the run itself, also called once per target by the fleet:
 
-    whitelist -> audit row saved `running` (Execution.start) -> runner thread: SSH with
-    live output -> the row closed (Execution.finish / fail / cancel / interrupt) -> the
-    result frame
+    whitelist -> confirmation (rules.must_confirm) -> audit row saved `running`
+    (Execution.start) -> runner thread: SSH with live output -> the row closed
+    (Execution.finish / fail / cancel / interrupt) -> the result frame
 
 The runner thread owns the row from `start()` on and always closes it; a caller that
 waits (wait=True) gets the closed row, or the error, from the run's future. No database
@@ -223,6 +223,7 @@ def request_execution(
         action_type=request["action_type"],
         caller=caller,
         wait=request["wait"] if wait is None else wait,
+        confirmed=request["confirm"],
     )
 
 
@@ -233,11 +234,14 @@ def execute_command(
     action_type: str,
     caller: Caller | None = None,
     wait: bool = True,
+    confirmed: bool = False,
 ) -> Execution:
     """Run a whitelisted command; the returned row holds the result (any exit code).
 
     With wait=False it returns once the command is handed to the runner (the row is
-    `running`; the runner thread closes it)."""
+    `running`; the runner thread closes it). confirmed: the person asking confirmed a rule
+    flagged `confirm` (rules.must_confirm); without it such a rule is refused for anyone
+    but an API key."""
     caller = caller or Caller()
     execution = audit.new_execution(
         caller=caller,
@@ -248,6 +252,7 @@ def execute_command(
     )
     try:
         match = check_runnable(server, command, action_type)
+        rules.require_confirmation(match.rule, caller, confirmed=confirmed, where=server.name)
         runner().reserve()  # may wait a moment; Busy when every slot stays taken
     except (CommandRejected, Busy) as exc:
         audit.reject(execution, exc)

@@ -12,6 +12,7 @@ from commands.web import frontdoor
 
 urlpatterns = [
     path("", frontdoor.index, name="index"),
+    path("favicon.ico", frontdoor.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("commands.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -103,6 +103,11 @@ class Browser:
     def screenshot(self, name: str) -> Path:
         return screenshot(self.driver, name)
 
+    def console_errors(self) -> list[str]:
+        """The browser console's errors (failed loads included) since the last call, read
+        through chromedriver's log (goog:loggingPrefs); reading empties it."""
+        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     """Save the page as test-artifacts/screenshots/NAME.png and say where on stderr."""
@@ -128,6 +133,8 @@ def chromium() -> webdriver.Chrome:
         "--window-size=1280,1400",
     ):
         options.add_argument(argument)
+    # Keep the console (errors, failed loads) for Browser.console_errors.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 

@@ -62,6 +62,8 @@ def same_as(rule: AllowedCommand) -> dict[str, str]:
         "timeout_seconds": str(rule.timeout_seconds),
         # The page's hidden initial value of a field with a callable default.
         "initial-timeout_seconds": str(rule.timeout_seconds),
+        # A checked box is sent, an unchecked one is not (restart_service asks first).
+        **({"confirm": "on"} if rule.confirm else {}),
     }
 
 

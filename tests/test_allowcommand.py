@@ -111,3 +111,38 @@ def test_a_refused_update_leaves_the_rule_as_it_was():
         allow("restart_service", "systemctl restart {service}", "--param", "service=.+")
     rule = AllowedCommand.objects.get(action_type="restart_service")
     assert rule.parameters == {"service": r"^[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,127}$"}
+
+
+@pytest.mark.django_db
+def test_confirm_flags_a_rule_and_an_update_keeps_the_flag_until_no_confirm():
+    out = allow("t_restart", "systemctl restart {unit}", "--param", f"unit={HOST}", "--confirm")
+    assert "Created rule t_restart (enabled, asks for confirmation)" in out
+    assert AllowedCommand.objects.get(action_type="t_restart").confirm
+
+    out = allow("t_restart", "systemctl try-restart {unit}", "--param", f"unit={HOST}")
+    assert "Updated rule t_restart (enabled, asks for confirmation)" in out
+    assert AllowedCommand.objects.get(action_type="t_restart").confirm
+
+    out = allow(
+        "t_restart", "systemctl try-restart {unit}", "--param", f"unit={HOST}", "--no-confirm"
+    )
+    assert "Updated rule t_restart (enabled)" in out
+    assert not AllowedCommand.objects.get(action_type="t_restart").confirm
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("template", "asks"),
+    [
+        ("reboot", True),
+        ("/sbin/shutdown -h now", True),
+        ("sudo -n systemctl poweroff", True),
+        ("systemctl status --no-pager halt.target", False),
+        ("uptime", False),
+    ],
+)
+def test_a_new_rule_that_reboots_or_shuts_down_asks_unless_told_not_to(template, asks):
+    allow("t_power", template)
+    assert AllowedCommand.objects.get(action_type="t_power").confirm is asks
+    allow("t_quiet", template, "--no-confirm")
+    assert not AllowedCommand.objects.get(action_type="t_quiet").confirm

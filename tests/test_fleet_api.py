@@ -335,3 +335,21 @@ def test_a_batch_waits_for_a_runner_slot_instead_of_failing_busy(api_client, fle
                max_concurrency=3).json()  # fmt: skip
     assert body["status"] == "succeeded"
     assert most_at_once(intervals(body)) == 1  # the one slot, in turn: none was `busy`
+
+
+def test_a_session_must_confirm_a_batch_of_a_rule_that_changes_machines(fleet, admin_user,
+                                                                        make_rule):  # fmt: skip
+    touchy = make_rule("t_touchy", "printf touchy")
+    touchy.confirm = True
+    touchy.save()
+    session = APIClient()
+    session.force_login(admin_user)
+    refused = run(session, command="printf touchy", action_type="t_touchy", tag="pi")
+    assert (refused.status_code, refused.json()["code"]) == (400, "confirmation_required")
+    assert "3 servers" in refused.json()["detail"] and not Batch.objects.exists()
+
+    body = run(session, command="printf touchy", action_type="t_touchy", tag="pi",
+               confirm=True).json()  # fmt: skip
+    assert body["status"] == "succeeded"
+    keyed, _ = key_client("script")  # an API key is not asked
+    assert run(keyed, command="printf touchy", action_type="t_touchy", tag="pi").status_code == 200

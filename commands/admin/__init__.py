@@ -1,9 +1,14 @@
 """Django admin: servers, API keys, the whitelist and the (read-only) audit trail.
 
 One module per model's admin; importing them here registers them (admin autodiscovery
-imports `commands.admin`).
+imports `commands.admin`). The site says homelab, not "Django administration".
 """
 
+from django.contrib import admin
+
 from commands.admin import batches, executions, keys, rules, servers
+
+admin.site.site_header = "homelab"
+admin.site.site_title = "homelab admin"
 
 __all__ = ["batches", "executions", "keys", "rules", "servers"]

@@ -99,6 +99,8 @@ class RunBatchForm(forms.Form):
             "max_concurrency": as_limit(data["max_concurrency"]),
             "max_errors": as_limit(data["max_errors"]) if data.get("max_errors") else None,
             "wait": False,
+            # clean() refused a flagged rule whose name was not typed.
+            "confirm": bool(data["action_type"].confirm),
             **targets,
         }
 

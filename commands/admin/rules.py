@@ -173,8 +173,16 @@ class AllowedCommandAdmin(StaffMayRead, admin.ModelAdmin):
     """Rules take effect on save: every request reads its rule from the database."""
 
     form = AllowedCommandForm
-    list_display = ["action_type", "template", "enabled", "timeout_seconds", "where", "updated_at"]
-    list_filter = ["enabled", "all_servers", "servers"]
+    list_display = [
+        "action_type",
+        "template",
+        "enabled",
+        "confirm",
+        "timeout_seconds",
+        "where",
+        "updated_at",
+    ]
+    list_filter = ["enabled", "confirm", "all_servers", "servers"]
     search_fields = ["action_type", "description", "template"]
     filter_horizontal = ["servers"]
     readonly_fields = ["template_tokens", "created_at", "updated_at"]
@@ -186,6 +194,7 @@ class AllowedCommandAdmin(StaffMayRead, admin.ModelAdmin):
         "template_tokens",
         "timeout_seconds",
         "enabled",
+        "confirm",
         "all_servers",
         "servers",
         "created_at",

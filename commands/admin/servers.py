@@ -1,15 +1,14 @@
 """Servers in the admin: connection settings, the pinned host key, and the console.
 
-A server's change page runs commands (commands/static/commands/console.js posts to the
-API with the session and follows the execution's WebSocket), checks the server step by
+A server's change page runs commands (commands/static/commands/run-panel.js posts to the
+API with the session; console.js follows the execution's WebSocket), checks the server step by
 step and pins its host key. Everything that reaches the server needs may_execute,
-enforced in these views, not only hidden in the template.
+enforced in these views, not only hidden in the template. What the console shows and the
+preview of a run are in commands/admin/console.py.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,17 +19,17 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
-from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from commands import checks, rules, services, ssh, whitelist
+from commands import checks, ssh
+from commands.admin import console
 from commands.admin.access import StaffMayRead
 from commands.admin.batches import run_on_servers
-from commands.exceptions import CommandRejected, SSHError
-from commands.models import AllowedCommand, Server
+from commands.exceptions import SSHError
+from commands.models import Server
 from commands.scopes import NO_EXECUTE_PERMISSION, may_execute
 
 
@@ -152,23 +151,17 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, context)
 
     def console_context(self, request: HttpRequest, server: Server) -> dict[str, Any]:
-        """What the template and console.js need; no console without may_execute."""
+        """What the template and console.js need; no console without may_execute. The
+        server's last executions are shown to whoever may read the page."""
+        recent = console.recent_executions(server)
         if not may_execute(request.user):
-            return {"console": None, "may_execute": False, "may_pin": False}
-        rules = AllowedCommand.objects.usable_on(server).filter(enabled=True)
-        console = {
-            "mode": "server",
-            "rules": [rule_for_console(rule) for rule in rules],
-            "preview_url": reverse("admin:commands_server_preview", args=[server.pk]),
-            "execute_url": reverse("server-execute", args=[server.pk]),
-            "cancel_url": reverse("execution-cancel", args=["__id__"]),
-            "audit_url": reverse("admin:commands_execution_change", args=["__id__"]),
-            "csrf_token": get_token(request),
-        }
+            return {"console": None, "may_execute": False, "may_pin": False, "recent": recent}
+        may_pin = self.has_change_permission(request, server)
         return {
-            "console": console,
+            "console": console.console_config(request, server, may_pin=may_pin),
             "may_execute": True,
-            "may_pin": self.has_change_permission(request, server),
+            "may_pin": may_pin,
+            "recent": recent,
         }
 
     # --- preview: what Run would send --------------------------------------------------------
@@ -188,7 +181,7 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
             for key, value in request.GET.items()
             if key.startswith("param.")
         }
-        status, body = preview(server, request.GET.get("action_type", ""), values)
+        status, body = console.preview(server, request.GET.get("action_type", ""), values)
         return JsonResponse(body, status=status)
 
     # --- check -----------------------------------------------------------------------------
@@ -314,54 +307,3 @@ def pin_context(server: Server, key: str) -> dict[str, Any]:
 def address_of(server: Server) -> str:
     """Where a fetched key came from: a pin confirmed for another address is refused."""
     return server.address
-
-
-def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
-    """A rule as the Run panel shows it: its parameters in template order, with patterns."""
-    names = [name for token in rule.template_tokens if (name := whitelist.placeholder(token))]
-    return {
-        "action_type": rule.action_type,
-        "description": rule.description,
-        "template": rule.template,
-        "parameters": [{"name": name, "pattern": rule.parameters.get(name, "")} for name in names],
-    }
-
-
-def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[int, dict]:
-    """(status, body) for what Run would send: the command text built from the rule's
-    tokens (each value one shell word), and the argv the server gets for it."""
-    try:
-        # The API's own lookup, with its refusal (which names the usable action types).
-        rule = rules.find_or_refuse(action_type, server)
-    except CommandRejected as exc:
-        return 400, {"detail": exc.detail, "code": exc.code, "problems": {}}
-    tokens = rule.template_tokens  # split and checked when the rule was saved
-    problems = {
-        name: problem
-        for name, pattern in rule.parameters.items()
-        if (problem := parameter_problem(pattern, values.get(name, "")))
-    }
-    words = [values.get(name, "") if (name := whitelist.placeholder(t)) else t for t in tokens]
-    command = shlex.join(words)
-    try:
-        found = whitelist.match(command, rule)  # rule: enabled, usable on server
-    except CommandRejected as exc:
-        return 400, {"detail": exc.detail, "code": exc.code, "problems": problems}
-    argv = services.sent_argv(server, found.argv)
-    return 200, {"argv": argv, "command": command, "sent": shlex.join(argv), "problems": {}}
-
-
-def parameter_problem(pattern: str, value: str) -> str:
-    """Why value cannot fill a parameter with this pattern ('' when it can): the checks
-    whitelist.match makes, per input, so each box is marked as the admin types."""
-    if not value:
-        return "Give a value."
-    if value.startswith("-"):
-        return "A value may not start with '-' (a program would read it as an option)."
-    try:
-        whitelist.check_command_text(value)
-    except CommandRejected as exc:
-        return exc.detail.replace("The command", "The value", 1)
-    if not re.fullmatch(pattern, value, whitelist.PATTERN_FLAGS):
-        return f"Does not match the pattern {pattern}."
-    return ""

@@ -70,6 +70,14 @@ execute_schema = extend_schema(
             "Server nas is disabled; enable it in the admin.",
             execution_id=45,
         ),
+        error(
+            400,
+            "confirmation_required",
+            "Rule apply_updates changes the machine, so it asks for confirmation before it "
+            'runs on nas: send "confirm": true once the user has confirmed (the admin '
+            "console asks for the server's name first). API keys are not asked.",
+            execution_id=51,
+        ),
         error(401, "not_authenticated", "Authentication credentials were not provided."),
         error(401, "authentication_failed", "Invalid or revoked API key."),
         error(403, "permission_denied", "You do not have permission to perform this action."),
@@ -164,7 +172,9 @@ execute_schema = extend_schema(
         400: OpenApiResponse(
             BadRequestErrorSerializer,
             description="`invalid` (field errors), or `not_whitelisted`, `invalid_parameter`, "
-            "`server_disabled` (with the audit row's execution_id).",
+            "`server_disabled` (with the audit row's execution_id); `confirmation_required`: a "
+            'logged-in session asked for a rule flagged `confirm` without `"confirm": true` '
+            "(audited; API keys are never asked).",
         ),
         401: OpenApiResponse(ErrorSerializer, description="No key, or a bad/revoked key."),
         403: OpenApiResponse(

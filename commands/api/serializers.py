@@ -46,6 +46,7 @@ class AllowedCommandSerializer(serializers.ModelSerializer):
             "parameters",
             "parameter_help",
             "timeout_seconds",
+            "confirm",
         ]
         read_only_fields = fields
 
@@ -136,8 +137,6 @@ class ExecutionSerializer(serializers.ModelSerializer):
 @extend_schema_serializer(component_name="Batch")
 class BatchRequestSerializer(BatchRequest):
     pass
-
-
 
 
 class BatchResultSerializer(serializers.Serializer):
@@ -233,7 +232,8 @@ class BadRequestErrorSerializer(ErrorSerializer):
     )
     execution_id = serializers.IntegerField(
         required=False,
-        help_text="With a rejection by the whitelist or a disabled server: the audit row.",
+        help_text="With a rejection by the whitelist, a disabled server or a missing "
+        "confirmation: the audit row.",
     )
 
 

@@ -61,8 +61,15 @@ def request_batch(*, caller: Caller, body: Any, wait: bool | None = None) -> Bat
         scopes.check_action(caller.api_key, request["action_type"])
         servers = targets_of(request, caller)
         # The command must fit the rule at all; where the rule may run is per target.
-        rules.resolve(request["command"], request["action_type"])
-        take_quota(caller, len(servers))
+        match = rules.resolve(request["command"], request["action_type"])
+        count = len(servers)
+        rules.require_confirmation(
+            match.rule,
+            caller,
+            confirmed=request["confirm"],
+            where=f"{count} server{'s' * (count != 1)}",
+        )
+        take_quota(caller, count)
     except HomelabError as exc:
         audit.record_refusal(
             exc, caller=caller, server=None, server_ref="", data=data, where=where_of(data)

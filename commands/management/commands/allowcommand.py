@@ -1,10 +1,13 @@
 """Create or update one whitelist rule, with the same validation as the admin."""
 
+import argparse
+
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from commands.models import AllowedCommand, Server
+from commands.rules import changes_power
 
 
 class Command(BaseCommand):
@@ -12,7 +15,8 @@ class Command(BaseCommand):
         "Create or update the whitelist rule ACTION_TYPE, e.g. allowcommand restart_service "
         '"systemctl restart {service}" --param "service=^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}$". '
         "The template and --param set replace the rule's; the rule is enabled unless "
-        "--disable is given; timeout, description and servers are kept when not given. "
+        "--disable is given; timeout, description, servers and --confirm are kept when not "
+        "given. "
         "A new rule is usable on every server unless --server limits it."
     )
 
@@ -29,6 +33,15 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, help="Seconds, 1-3600.")
         parser.add_argument("--description", help="What the rule is for.")
         parser.add_argument("--disable", action="store_true", help="Save the rule disabled.")
+        parser.add_argument(
+            "--confirm",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="The rule changes the machine: ask before running it (the admin console asks "
+            'for the server\'s name, runbatch for y/N, a browser session must send "confirm": '
+            "true; API keys are not asked). --no-confirm clears the flag. Kept when neither "
+            "is given; a new rule asks when it reboots or shuts down, else not.",
+        )
         where = parser.add_mutually_exclusive_group()
         where.add_argument(
             "--server",
@@ -54,6 +67,8 @@ class Command(BaseCommand):
             rule.timeout_seconds = options["timeout"]
         if options["description"] is not None:
             rule.description = options["description"]
+        if options["confirm"] is not None:
+            rule.confirm = options["confirm"]
         servers = named_servers(options["servers"] or [])
         if options["servers"]:
             rule.all_servers = False
@@ -63,11 +78,15 @@ class Command(BaseCommand):
             rule.full_clean()
         except ValidationError as exc:
             raise CommandError(describe(for_the_command_line(exc))) from None
+        if created and options["confirm"] is None and changes_power(rule.template_tokens):
+            rule.confirm = True  # a new reboot or shutdown rule asks first, as the defaults
         with transaction.atomic():
             rule.save()
             if options["servers"] or options["all_servers"]:
                 rule.servers.set(servers)  # "every server" lists none, so none can vanish
         state = "enabled" if rule.enabled else "disabled"
+        if rule.confirm:
+            state += ", asks for confirmation"
         self.stdout.write(
             f"{'Created' if created else 'Updated'} rule {action_type} ({state}): "
             f"{rule.template_tokens}; usable on {usable_on(rule)}"

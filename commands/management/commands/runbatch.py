@@ -9,7 +9,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from commands import whitelist
+from commands import rules, whitelist
 from commands.engine import framelog
 from commands.exceptions import CommandRejected, HomelabError
 from commands.fleet import service as fleet
@@ -56,10 +56,12 @@ class Command(BaseCommand):
             "action_type": rule.action_type,
             "max_concurrency": limit(options["max_concurrency"]),
             "max_errors": limit(options["max_errors"]),
+            # A flagged rule is asked about below (or --yes) before anything starts.
+            "confirm": True,
             **({"tag": options["tag"]} if options["tag"] else {"servers": options["servers"]}),
         }
         caller = Caller(name=f"cli:{getpass.getuser()}"[:150], operator=True)
-        if rule.confirm and not options["yes"]:
+        if rules.must_confirm(rule, caller) and not options["yes"]:
             self.confirm(rule, self.count_targets(body, caller))
         try:
             batch = fleet.request_batch(caller=caller, body=lambda: body, wait=False)

@@ -1,6 +1,8 @@
-// The admin console: run a whitelisted command from a server's page, or follow a running
-// execution from its audit page. Plain JS, no framework. The configuration comes from the
-// page (json_script "homelab-console"): the rules, the URLs and the CSRF token.
+// The admin console: follow one execution live (a running execution's audit page, and the
+// server page's runs), with the HTTP helpers the server page's Run panel (run-panel.js)
+// shares. Plain JS, no framework. The configuration comes from the page (json_script
+// "homelab-console"): the URLs and the CSRF token, and on a server's page its name and
+// rules.
 //
 // Output is untrusted (it comes from the server, and whoever controls it): it only ever
 // enters the page as textContent, never as HTML.
@@ -41,7 +43,11 @@
   // Shows one execution in the live_output.html elements: output as it arrives, then the
   // result; Cancel while it runs.
   class LiveView {
-    constructor(onEnd) {
+    // hooks: hint(code), a node saying an error's fix better than its detail, or null;
+    // onResult(result), told of the result frame (the server page's list of executions).
+    constructor(onEnd, hooks = {}) {
+      this.hint = hooks.hint || (() => null);
+      this.onResult = hooks.onResult || (() => {});
       this.output = $("run-output");
       this.result = $("run-result");
       this.status = $("run-status");
@@ -119,7 +125,12 @@
         ["stdout truncated", result.stdout_truncated ? "yes" : "no"],
         ["stderr truncated", result.stderr_truncated ? "yes" : "no"],
       ];
-      if (result.error_code) facts.push(["error", `${result.error_code}: ${result.error_detail}`]);
+      // The hint takes the place of the detail: it says the fix as this page offers it.
+      const hint = this.hint(result.error_code);
+      if (result.error_code) {
+        const detail = hint ? "" : `: ${result.error_detail}`;
+        facts.push(["error", `${result.error_code}${detail}`]);
+      }
       const list = document.createElement("dl");
       for (const [name, value] of facts) {
         const term = document.createElement("dt");
@@ -133,14 +144,15 @@
       link.href = urlFor(config.audit_url, result.execution_id);
       link.textContent = `Audit row #${result.execution_id}`;
       link.id = "run-result-audit";
-      this.result.replaceChildren(list, link);
+      this.result.replaceChildren(...(hint ? [hint] : []), list, link);
+      this.onResult(result);
     }
 
     showRefusal(body) {
       this.setStatus("refused");
-      const note = document.createElement("p");
-      note.className = "errornote";
-      note.textContent = `${body.detail} (${body.code})`;
+      const note = this.hint(body.code) || document.createElement("p");
+      note.classList.add("errornote");
+      if (!note.textContent) note.textContent = `${body.detail} (${body.code})`;
       this.result.replaceChildren(note);
     }
 
@@ -174,142 +186,6 @@
     }
   }
 
-  // --- the Run panel of a server's page ---------------------------------------------------
-  function runPanel() {
-    const select = $("run-rule");
-    if (!select) return; // no rule usable on this server
-    const rules = new Map(config.rules.map((rule) => [rule.action_type, rule]));
-    const paramsBox = $("run-params");
-    const argv = $("run-argv");
-    const problem = $("run-problem");
-    const runButton = $("run-button");
-    let inputs = [];
-    let ready = null; // {action_type, command} once the server accepted the preview
-    let running = false;
-    let sequence = 0;
-    let timer = null;
-    const view = new LiveView(() => {
-      running = false;
-      runButton.disabled = ready === null;
-    });
-
-    function buildInputs() {
-      const rule = rules.get(select.value);
-      $("run-template").textContent = `Template: ${rule.template}`;
-      paramsBox.replaceChildren();
-      inputs = rule.parameters.map((parameter) => {
-        const row = document.createElement("div");
-        row.className = "form-row";
-        const line = document.createElement("div");
-        line.className = "flex-container";
-        const label = document.createElement("label");
-        label.htmlFor = `run-param-${parameter.name}`;
-        label.textContent = `${parameter.name}:`;
-        const input = document.createElement("input");
-        input.type = "text";
-        input.id = `run-param-${parameter.name}`;
-        input.name = parameter.name;
-        input.autocomplete = "off";
-        input.addEventListener("input", schedulePreview);
-        const mark = document.createElement("span");
-        mark.className = "param-mark";
-        mark.id = `run-param-${parameter.name}-mark`;
-        line.append(label, input, mark);
-        const help = document.createElement("div");
-        help.className = "help";
-        const pattern = document.createElement("code");
-        pattern.textContent = parameter.pattern;
-        help.append("Pattern: ", pattern);
-        row.append(line, help);
-        paramsBox.appendChild(row);
-        return { input, mark };
-      });
-      schedulePreview();
-    }
-
-    function schedulePreview() {
-      ready = null;
-      sequence++; // a preview already on its way answers for what was typed before
-      runButton.disabled = true;
-      clearTimeout(timer);
-      timer = setTimeout(preview, 150);
-    }
-
-    async function preview() {
-      const mine = ++sequence;
-      const action = select.value; // the rule this preview is for, whatever changes meanwhile
-      const query = new URLSearchParams({ action_type: action });
-      for (const { input } of inputs) query.append(`param.${input.name}`, input.value);
-      let response;
-      let body;
-      try {
-        response = await fetch(`${config.preview_url}?${query}`, {
-          credentials: "same-origin",
-          headers: { Accept: "application/json" },
-        });
-        body = await jsonOf(response);
-      } catch (error) {
-        if (mine === sequence) showProblem(`Could not check the command: ${error}`);
-        return;
-      }
-      if (mine !== sequence) return; // a newer keystroke has its own preview on the way
-      if (response.redirected) {
-        // The session ended: the admin answered with its login page, not a preview.
-        argv.textContent = "";
-        showProblem("Your admin session has ended; log in again (reload the page).");
-        return;
-      }
-      for (const { input, mark } of inputs) {
-        const why = (body.problems || {})[input.name];
-        input.setAttribute("aria-invalid", why ? "true" : "false");
-        mark.className = `param-mark ${why ? "param-bad" : "param-ok"}`;
-        mark.textContent = why ? `✗ ${why}` : "✓";
-      }
-      if (response.ok && Array.isArray(body.argv)) {
-        argv.textContent = JSON.stringify(body.argv);
-        argv.title = body.sent;
-        showProblem("");
-        ready = { action_type: action, command: body.command };
-        runButton.disabled = running;
-      } else {
-        argv.textContent = "";
-        showProblem(body.detail || `HTTP ${response.status}: the preview did not answer.`);
-      }
-    }
-
-    function showProblem(text) {
-      problem.textContent = text;
-      problem.hidden = !text;
-    }
-
-    async function run() {
-      if (ready === null || running) return;
-      running = true;
-      runButton.disabled = true;
-      view.reset();
-      view.setStatus("starting...");
-      let response;
-      try {
-        response = await post(config.execute_url, { ...ready, wait: false });
-      } catch (error) {
-        view.showRefusal({ detail: `The request failed: ${error}`, code: "network" });
-        view.end();
-        return;
-      }
-      const body = await jsonOf(response);
-      if (response.status !== 202) {
-        view.showRefusal(body);
-        view.end();
-        return;
-      }
-      view.follow(body.execution_id, body.stream);
-    }
-
-    select.addEventListener("change", buildInputs);
-    runButton.addEventListener("click", run);
-    buildInputs();
-  }
-
   // --- a running execution's audit page ---------------------------------------------------
   function executionPanel() {
     const view = new LiveView(() => {});
@@ -317,6 +193,7 @@
     view.auditLink.hidden = true; // this page is the audit row
   }
 
-  if (config.mode === "server") runPanel();
-  else if (config.mode === "execution") executionPanel();
+  // For the server page's Run panel (run-panel.js, loaded after this file).
+  window.homelabConsole = { config, $, post, jsonOf, urlFor, LiveView };
+  if (config.mode === "execution") executionPanel();
 })();
