@@ -38,6 +38,15 @@ REDIS_BENCH_URL = os.environ.get("HOMELAB_BENCH_REDIS_URL", "redis://127.0.0.1:6
 CPUS = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The ASGI servers users run us under, each serving an inherited listening socket.
+SERVERS = {
+    "daphne": lambda fd, app: [str(BIN / "daphne"), "--fd", str(fd), app],
+    "uvicorn": lambda fd, app: [
+        str(BIN / "uvicorn"), "--fd", str(fd), "--http", "httptools", "--loop", "uvloop",
+        "--no-access-log", "--lifespan", "off", app,
+    ],
+}  # fmt: skip
+
 # The rules every bench uses; `true` is the latency probe, `sleep {s}` the concurrency one.
 RULES = [
     ("t_true", "true", []),
@@ -206,13 +215,19 @@ call_command("createapikey", "bench")
 
     # --- ASGI workers -------------------------------------------------------------------
     def workers(
-        self, env: dict, count: int = 1, app: str = ASGI_APP, cwd: Path = ROOT
+        self,
+        env: dict,
+        count: int = 1,
+        app: str = ASGI_APP,
+        cwd: Path = ROOT,
+        server: str = "daphne",
     ) -> tuple[int, list[int]]:
-        """`count` daphne processes serving one free loopback port; (port, their PIDs).
+        """`count` ASGI server processes (daphne, or uvicorn with httptools and uvloop)
+        serving one free loopback port; (port, their PIDs).
 
-        Several workers share one listening socket (`daphne --fd`, as under a process
-        manager such as circus or systemd socket activation): the kernel spreads the
-        connections among them."""
+        Several workers share one listening socket (`--fd`, as under a process manager
+        such as circus or systemd socket activation): the kernel spreads the connections
+        among them."""
         port = free_port()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -223,7 +238,7 @@ call_command("createapikey", "bench")
             for n in range(count):
                 log = (self.work / f"worker-{port}-{n}.log").open("ab")
                 proc = subprocess.Popen(
-                    [str(BIN / "daphne"), "--fd", str(listener.fileno()), app],
+                    SERVERS[server](listener.fileno(), app),
                     cwd=cwd, env=env, stdout=log, stderr=log,
                     pass_fds=(listener.fileno(),),
                 )  # fmt: skip

@@ -1,13 +1,15 @@
 """50 concurrent `sleep 0.5` on one server through the real HTTP API (issue 12, goal 2).
 
     .venv/bin/python bench/concurrency.py [--clients 50] [--rounds 5] [--limits 4,7]
+                                          [--servers daphne,uvicorn]
 
 One throwaway OpenSSH sshd on 127.0.0.1 with sshd's default MaxSessions 10, the embedded
-profile (one daphne, SQLite). For each HOMELAB_SSH_MAX_CONNECTIONS in --limits a daphne of
-its own; rounds interleaved between them. In a round, --clients threads, each with its own
-keep-alive connection, are released together and each POSTs `sleep 0.5`; the wall time is
-from the release to the last answer. The first round opens the SSH connections (cold);
-the goal is about the warm ones. Every answer must be 200 with exit code 0.
+profile (one ASGI process, SQLite). For each HOMELAB_SSH_MAX_CONNECTIONS in --limits and
+each server in --servers (daphne, uvicorn) a process of its own; rounds interleaved. In a
+round, --clients threads, each with its own keep-alive connection, are released together
+and each POSTs `sleep 0.5`; the wall time is from the release to the last answer. The first
+round opens the SSH connections (cold); the goal is about the warm ones. Every answer must
+be 200 with exit code 0.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="warm rounds per limit")
     parser.add_argument("--limits", default="4,7", help="HOMELAB_SSH_MAX_CONNECTIONS values")
     parser.add_argument("--seconds", default="0.5")
+    parser.add_argument("--servers", default="daphne,uvicorn", help="ASGI servers to compare")
     args = parser.parse_args()
     limits = [int(value) for value in args.limits.split(",")]
+    servers = args.servers.split(",")
 
     bench = Bench("concurrency")
     results: dict[int, dict] = {}
@@ -66,12 +70,15 @@ def main() -> None:
         daemon = bench.sshd()  # MaxSessions 10, sshd's default
         setups = {}
         for limit in limits:
-            env = bench.embedded_env(f"limit{limit}", HOMELAB_SSH_MAX_CONNECTIONS=str(limit))
-            key = bench.set_up(env, [daemon])
-            port, _ = bench.workers(env, 1)
-            clients = [Client(port, key) for _ in range(args.clients)]
-            setups[limit] = (port, key, clients)
-            results[limit] = {"walls": [], "failed": 0}
+            for server in servers:
+                env = bench.embedded_env(
+                    f"limit{limit}-{server}", HOMELAB_SSH_MAX_CONNECTIONS=str(limit)
+                )
+                key = bench.set_up(env, [daemon])
+                port, _ = bench.workers(env, 1, server=server)
+                clients = [Client(port, key) for _ in range(args.clients)]
+                setups[(limit, server)] = (port, key, clients)
+                results[(limit, server)] = {"walls": [], "failed": 0}
         for round_number in range(args.rounds + 1):
             for limit, (port, key, clients) in setups.items():
                 before = daemon.accepted_connections()
@@ -94,9 +101,9 @@ def main() -> None:
             f"(MaxSessions 10), embedded profile, {CPUS} CPUs; {args.rounds} warm rounds"
         )
     )
-    for limit, result in results.items():
+    for (limit, server), result in results.items():
         walls = result["walls"]
-        name = f"HOMELAB_SSH_MAX_CONNECTIONS={limit}"
+        name = f"{server}, HOMELAB_SSH_MAX_CONNECTIONS={limit}"
         median = statistics.median(walls)
         print(row(f"{name}: warm wall, median s", f"{median:.2f}", f"<= {GOAL_SECONDS}",
                   median <= GOAL_SECONDS and not result["failed"]))  # fmt: skip

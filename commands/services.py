@@ -257,16 +257,14 @@ def execute_command(
     except (CommandRejected, Busy) as exc:
         audit.reject(execution, exc)
         raise
-    run = start(execution, argv=sent_argv(server, match.argv), timeout=match.rule.timeout_seconds)
+    argv, timeout = sent_argv(server, match.argv), match.rule.timeout_seconds
     if not wait:
+        start(execution, argv=argv, timeout=timeout)
         return execution
-    # No connection is held while the command runs: PostgreSQL's idle_session_timeout,
-    # pgbouncer or a firewall may cut an idle one, and a long command would pin one per
-    # running request. Inside a transaction (tests) it stays. SQLite is a file: nothing
-    # cuts an idle connection, so it stays open (docs/performance.md, issue 12).
-    if not connection.in_atomic_block and connection.vendor != "sqlite":
-        connection.close()
-    return answer(run.future.result())
+    # A caller that waits runs the command on its own thread (still in a runner slot, so
+    # bounded, cancellable and stopped at shutdown): no hand-over to another thread, and
+    # the row is closed on this thread's own database connection.
+    return answer(start(execution, argv=argv, timeout=timeout, here=True).future.result())
 
 
 def check_runnable(server: Server, command: str, action_type: str) -> Match:
@@ -284,10 +282,12 @@ def start(
     timeout: int,
     also: Sequence[str] = (),
     frame_fields: dict[str, Any] | None = None,
+    here: bool = False,
 ) -> Run:
     """Save the row `running` (before SSH) and hand its run to the runner, in the slot the
-    caller reserved (given back here if the row cannot be saved). The output frames go to
-    the execution's log and to `also` (a batch's), with `frame_fields` (its `server`)."""
+    caller reserved (given back here if the row cannot be saved); with here=True it runs
+    on this thread and is done when this returns. The output frames go to the execution's
+    log and to `also` (a batch's), with `frame_fields` (its `server`)."""
     bounded = runner()
     target = target_for(execution.server)
     try:
@@ -312,7 +312,7 @@ def start(
         _run, execution=copy.copy(execution), target=target, timeout=timeout, output=output
     )
     try:
-        return bounded.submit(execution.pk, work)
+        return bounded.submit(execution.pk, work, here=here)
     except Busy as exc:  # a shutdown began meanwhile: nothing ran
         execution.interrupt(detail=exc.detail)
         exc.extra["execution_id"] = execution.pk
@@ -346,6 +346,13 @@ def _run(
     frame published."""
     output = output()
     result, error, stopped = None, None, ""
+    # No database connection is held while the command runs: PostgreSQL's
+    # idle_session_timeout, pgbouncer or a firewall may cut an idle one, and a long command
+    # would pin one per run; the row is closed on a fresh one. Inside a transaction (tests)
+    # it stays. SQLite is a file: nothing cuts an idle connection, so it stays open (one
+    # connect less per request; docs/performance.md).
+    if not connection.in_atomic_block and connection.vendor != "sqlite":
+        connection.close()
     try:
         result = executor().execute(
             target,

@@ -151,9 +151,12 @@ class Runner:
         """Give back a slot reserved with reserve() that was not used by submit()."""
         self._slots.release()
 
-    def submit(self, execution_id: int, work: Callable[[Run], Any]) -> Run:
-        """Run work(run) on the executor in the slot reserve() took (Busy, and the slot
-        given back, when a shutdown began meanwhile)."""
+    def submit(self, execution_id: int, work: Callable[[Run], Any], *, here: bool = False) -> Run:
+        """Run work(run) in the slot reserve() took (Busy, and the slot given back, when a
+        shutdown began meanwhile): on the executor, or with here=True on this thread,
+        returning once it is done (a caller that waits for the result anyway saves the
+        hand-over and, on its own database connection, a connect). Either way the run is
+        registered, so a cancel and a shutdown reach it, and its slot is taken."""
         run = Run(execution_id)
         with self._lock:
             if self._closing:
@@ -163,6 +166,15 @@ class Runner:
             early = self._early_stops.pop(execution_id, None)
         if early:  # a cancel came between the row's save and this submit
             run.request_stop(early)
+        if here:
+            run.future = Future()
+            try:
+                run.future.set_result(work(run))
+            except BaseException as exc:
+                run.future.set_exception(exc)
+            finally:
+                self._done(run)
+            return run
         try:
             run.future = self._pool.submit(self._task, run, work)
         except BaseException:
@@ -239,12 +251,15 @@ class Runner:
 
 
 def _close_db_connections() -> None:
-    # Threads are reused: never leave a connection idle in a transaction, or open past its
-    # CONN_MAX_AGE (0 by default: closed after each task), between tasks. Imported here so
-    # this module stays importable without Django set up.
-    from django.db import close_old_connections
+    # Threads are reused: never leave a server connection open past its CONN_MAX_AGE (0
+    # by default: closed after each task) or broken. A SQLite connection is a file handle
+    # nothing cuts: a runner thread keeps its own (a connect less per task). Imported here
+    # so this module stays importable without Django set up.
+    from django.db import connections
 
-    close_old_connections()
+    for connection in connections.all(initialized_only=True):
+        if connection.vendor != "sqlite":
+            connection.close_if_unusable_or_obsolete()
 
 
 _server_stopping = threading.Event()
