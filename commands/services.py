@@ -63,6 +63,7 @@ from commands.exceptions import (
     SSHError,
 )
 from commands.models import Batch, Execution, Server, parse_id
+from commands.observability import logs, metrics
 from commands.requests import Caller, ExecuteRequest, validated
 from commands.results import output_of, result_frame
 from commands.whitelist import Match
@@ -90,16 +91,19 @@ def _stop_runner(built: Runner) -> None:
 
 
 _runner = ProcessWide("runner", _build_runner, _stop_runner, order=10)
-_executor = ProcessWide(
-    "SSH connection pool",
-    lambda: ssh.SSHPooledExecutor(
+
+
+def _build_executor() -> ssh.SSHPooledExecutor:
+    pool = ssh.SSHPooledExecutor(
         connect_timeout=settings.HOMELAB_CONNECT_TIMEOUT,
         idle_seconds=settings.HOMELAB_SSH_IDLE_SECONDS,
         max_connections_per_target=settings.HOMELAB_SSH_MAX_CONNECTIONS,
-    ),
-    lambda pool: pool.close(),
-    order=30,
-)
+    )
+    # Connect times and open connections per server (ssh/ knows no Prometheus).
+    return metrics.watch_pool(pool) if settings.HOMELAB_METRICS else pool
+
+
+_executor = ProcessWide("SSH connection pool", _build_executor, lambda p: p.close(), order=30)
 
 
 def runner() -> Runner:
@@ -336,30 +340,32 @@ def _run(
 ) -> Outcome:
     """The runner thread's part: SSH with live output, then the row closed and the result
     frame published."""
-    output = output()
-    result, error, stopped = None, None, ""
-    try:
-        result = executor().execute(
-            target,
-            execution.argv,
-            timeout=timeout,
-            output_limit=settings.HOMELAB_OUTPUT_LIMIT,
-            on_output=output,
-            stop=run.stop,
-        )
-    except CommandStopped as exc:
-        stopped, result = run.reason or CANCELLED, exc.partial
-    except HomelabError as exc:
-        error, result = exc, getattr(exc, "partial", None)
-    except Exception:
-        # A bug, not an SSH condition: keep the traceback in the server log only.
-        logger.exception("unexpected error running execution %s", execution.pk)
-        error = SSHError("Unexpected error while running the command; see the server log.")
-    try:
-        output.flush()
-    except Exception:
-        logger.warning("could not publish the last output of execution %s", execution.pk)
-    return close(execution, result=result, error=error, stopped=stopped)
+    # Every line logged while it runs is about this execution (JSON logs carry the ids).
+    with logs.about_execution(execution):
+        output = output()
+        result, error, stopped = None, None, ""
+        try:
+            result = executor().execute(
+                target,
+                execution.argv,
+                timeout=timeout,
+                output_limit=settings.HOMELAB_OUTPUT_LIMIT,
+                on_output=output,
+                stop=run.stop,
+            )
+        except CommandStopped as exc:
+            stopped, result = run.reason or CANCELLED, exc.partial
+        except HomelabError as exc:
+            error, result = exc, getattr(exc, "partial", None)
+        except Exception:
+            # A bug, not an SSH condition: keep the traceback in the server log only.
+            logger.exception("unexpected error running execution %s", execution.pk)
+            error = SSHError("Unexpected error while running the command; see the server log.")
+        try:
+            output.flush()
+        except Exception:
+            logger.warning("could not publish the last output of execution %s", execution.pk)
+        return close(execution, result=result, error=error, stopped=stopped)
 
 
 def close(
