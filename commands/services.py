@@ -307,6 +307,8 @@ def start(
     work = functools.partial(
         _run, execution=copy.copy(execution), target=target, timeout=timeout, output=output
     )
+    # Every line the run logs is about this execution (the JSON log lines carry its ids).
+    work = logs.about_execution(execution)(work)
     try:
         return bounded.submit(execution.pk, work)
     except Busy as exc:  # a shutdown began meanwhile: nothing ran
@@ -340,32 +342,30 @@ def _run(
 ) -> Outcome:
     """The runner thread's part: SSH with live output, then the row closed and the result
     frame published."""
-    # Every line logged while it runs is about this execution (JSON logs carry the ids).
-    with logs.about_execution(execution):
-        output = output()
-        result, error, stopped = None, None, ""
-        try:
-            result = executor().execute(
-                target,
-                execution.argv,
-                timeout=timeout,
-                output_limit=settings.HOMELAB_OUTPUT_LIMIT,
-                on_output=output,
-                stop=run.stop,
-            )
-        except CommandStopped as exc:
-            stopped, result = run.reason or CANCELLED, exc.partial
-        except HomelabError as exc:
-            error, result = exc, getattr(exc, "partial", None)
-        except Exception:
-            # A bug, not an SSH condition: keep the traceback in the server log only.
-            logger.exception("unexpected error running execution %s", execution.pk)
-            error = SSHError("Unexpected error while running the command; see the server log.")
-        try:
-            output.flush()
-        except Exception:
-            logger.warning("could not publish the last output of execution %s", execution.pk)
-        return close(execution, result=result, error=error, stopped=stopped)
+    output = output()
+    result, error, stopped = None, None, ""
+    try:
+        result = executor().execute(
+            target,
+            execution.argv,
+            timeout=timeout,
+            output_limit=settings.HOMELAB_OUTPUT_LIMIT,
+            on_output=output,
+            stop=run.stop,
+        )
+    except CommandStopped as exc:
+        stopped, result = run.reason or CANCELLED, exc.partial
+    except HomelabError as exc:
+        error, result = exc, getattr(exc, "partial", None)
+    except Exception:
+        # A bug, not an SSH condition: keep the traceback in the server log only.
+        logger.exception("unexpected error running execution %s", execution.pk)
+        error = SSHError("Unexpected error while running the command; see the server log.")
+    try:
+        output.flush()
+    except Exception:
+        logger.warning("could not publish the last output of execution %s", execution.pk)
+    return close(execution, result=result, error=error, stopped=stopped)
 
 
 def close(

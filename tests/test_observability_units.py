@@ -10,8 +10,9 @@ import logging
 import sys
 import threading
 
+from commands.models import Execution
 from commands.observability import readiness
-from commands.observability.logs import JsonFormatter, about
+from commands.observability.logs import JsonFormatter, about, about_execution
 from tests.sshd import wait_for
 
 
@@ -38,6 +39,28 @@ def test_a_json_line_carries_what_it_is_about_and_nothing_else_of_the_record():
     outside = json.loads(formatter.format(record("multi\nline", batch_id=3)))
     assert (outside["message"], outside["batch_id"]) == ("multi\nline", 3)
     assert "execution_id" not in outside
+
+
+def test_what_a_run_logs_on_its_runner_thread_is_about_its_execution():
+    # As services.start wraps the run it hands to the runner thread.
+    row = Execution(pk=41, server_name="nas", action_type="uptime", batch_id=9)
+    lines: list[str] = []
+
+    def run(run_arg: str) -> str:
+        lines.append(JsonFormatter().format(record("stale connection to %s", run_arg)))
+        return "done"
+
+    wrapped = about_execution(row)(run)
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=wrapped("nas")))
+    worker.start()
+    worker.join(timeout=10)
+    assert outcome["result"] == "done"
+    line = json.loads(lines[0])
+    assert (line["execution_id"], line["batch_id"], line["server"]) == (41, 9, "nas")
+    assert line["action_type"] == "uptime"
+    # Outside the run nothing is about it.
+    assert "execution_id" not in json.loads(JsonFormatter().format(record("idle")))
 
 
 def test_a_json_line_keeps_the_exception_on_the_same_line():
