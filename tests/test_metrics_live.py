@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import threading
 import uuid
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import pytest
 
 from tests.live import Daphne, call, follow, key_headers, start
 from tests.observability import get_json, samples_of, scrape, set_up, value
-from tests.sshd import SSHDaemon, public_key, wait_for
+from tests.sshd import SSHDaemon, processes_matching, public_key, signal_pids, wait_for
 
 SECRET_WORD = "zebra"  # printed by a command: it must never reach the log
 
@@ -108,7 +110,8 @@ def test_a_scrape_after_real_executions_moves_each_counter_by_exactly_what_ran(s
 def test_the_gauges_follow_a_running_execution_and_its_stream_subscriber(service):
     key = service.keys["watcher"]
     reader = service.keys["reader"]
-    execution_id = start(service.app, key, service.server_id, "sleep 2.5", "t_nap")
+    marker = f"30.{random.randint(10**8, 10**9)}"  # runs until cancelled: no race with it
+    execution_id = start(service.app, key, service.server_id, f"sleep {marker}", "t_nap")
     url = f"{service.app.ws}/ws/v1/executions/{execution_id}/"
     got = {}
     watcher = threading.Thread(target=lambda: got.update(r=follow(url, key_headers(key))))
@@ -117,12 +120,22 @@ def test_the_gauges_follow_a_running_execution_and_its_stream_subscriber(service
     def seen(name: str, wanted: float) -> bool:
         return value(samples_of(service.app.base, reader), name) == wanted
 
-    assert wait_for(lambda: seen("homelab_stream_subscribers", 1), timeout=10)
-    assert seen("homelab_executions_running", 1)
-    watcher.join(timeout=30)
-    assert got["r"].frames[-1]["status"] == "succeeded", got["r"].frames
-    assert wait_for(lambda: seen("homelab_stream_subscribers", 0), timeout=10)
-    assert seen("homelab_executions_running", 0)
+    try:
+        assert wait_for(lambda: seen("homelab_stream_subscribers", 1), timeout=20)
+        assert seen("homelab_executions_running", 1)
+        cancel = f"{service.app.base}/api/v1/executions/{execution_id}/cancel"
+        assert call("POST", cancel, key)[0] == 200
+        watcher.join(timeout=30)
+        assert got["r"].frames[-1]["status"] == "cancelled", got["r"].frames
+        assert wait_for(lambda: seen("homelab_stream_subscribers", 0), timeout=10)
+        assert seen("homelab_executions_running", 0)
+        cancelled = {"server": "box", "action_type": "t_nap", "status": "cancelled"}
+        assert (
+            value(samples_of(service.app.base, reader), "homelab_executions_total", **cancelled)
+            == 1
+        )
+    finally:
+        signal_pids(processes_matching(marker), signal.SIGKILL)
 
 
 def test_metrics_refuse_a_missing_or_bad_key_with_a_json_401(service):
