@@ -26,6 +26,7 @@ run: migrate
 	@export DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)}; \
 	$(BIN)/python manage.py collectstatic --noinput -v 0 && \
 	$(BIN)/python manage.py markinterrupted && \
+	{ [ -z "$$PROMETHEUS_MULTIPROC_DIR" ] || $(BIN)/python manage.py resetmetrics; } && \
 	echo "homelab on http://$(HOST):$(PORT)/  API docs: http://$(HOST):$(PORT)/api/docs  admin: http://$(HOST):$(PORT)/admin/" && \
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) homelab.asgi:application
 

@@ -1,4 +1,8 @@
+import atexit
+import logging
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class CommandsConfig(AppConfig):
@@ -9,3 +13,11 @@ class CommandsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI security scheme for API-key authentication.
         from commands.api import schema  # noqa: F401
+        from commands.observability import metrics, receivers
+
+        # Metrics and the finish log line hook the pipeline's signals, not each entry point.
+        receivers.connect(with_metrics=settings.HOMELAB_METRICS)
+        atexit.register(metrics.mark_dead_at_exit)
+        if settings.HOMELAB_LOG_FORMAT == "json":
+            # A Python warning is a log line too: as JSON, not warnings' own two lines.
+            logging.captureWarnings(True)

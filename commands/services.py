@@ -63,6 +63,7 @@ from commands.exceptions import (
     SSHError,
 )
 from commands.models import Batch, Execution, Server, parse_id
+from commands.observability import logs, metrics
 from commands.requests import Caller, ExecuteRequest, validated
 from commands.results import output_of, result_frame
 from commands.whitelist import Match
@@ -90,16 +91,19 @@ def _stop_runner(built: Runner) -> None:
 
 
 _runner = ProcessWide("runner", _build_runner, _stop_runner, order=10)
-_executor = ProcessWide(
-    "SSH connection pool",
-    lambda: ssh.SSHPooledExecutor(
+
+
+def _build_executor() -> ssh.SSHPooledExecutor:
+    pool = ssh.SSHPooledExecutor(
         connect_timeout=settings.HOMELAB_CONNECT_TIMEOUT,
         idle_seconds=settings.HOMELAB_SSH_IDLE_SECONDS,
         max_connections_per_target=settings.HOMELAB_SSH_MAX_CONNECTIONS,
-    ),
-    lambda pool: pool.close(),
-    order=30,
-)
+    )
+    # Connect times and open connections per server (ssh/ knows no Prometheus).
+    return metrics.watch_pool(pool) if settings.HOMELAB_METRICS else pool
+
+
+_executor = ProcessWide("SSH connection pool", _build_executor, lambda p: p.close(), order=30)
 
 
 def runner() -> Runner:
@@ -311,6 +315,8 @@ def start(
     work = functools.partial(
         _run, execution=copy.copy(execution), target=target, timeout=timeout, output=output
     )
+    # Every line the run logs is about this execution (the JSON log lines carry its ids).
+    work = logs.about_execution(execution)(work)
     try:
         return bounded.submit(execution.pk, work, here=here)
     except Busy as exc:  # a shutdown began meanwhile: nothing ran

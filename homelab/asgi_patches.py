@@ -107,8 +107,36 @@ def give_every_status_its_reason_phrase() -> None:
         twisted_http.RESPONSES.setdefault(status.value, status.phrase.encode("latin-1"))
 
 
+def log_daphne_access_as_json() -> None:
+    """With HOMELAB_LOG_FORMAT=json every log line is a JSON object, but daphne writes its
+    access log (a line per request, to stdout) itself, in its own format. In JSON mode its
+    lines go through logging instead (logger `daphne.access`, INFO, on stderr like the
+    rest), formatted like every other line.
+
+    Can go when daphne can hand its access log to a logger (it cannot in 4.2).
+    """
+    access = sys.modules.get("daphne.access")  # imported by daphne's CLI, if it runs us
+    if access is None:
+        return
+    from django.conf import settings
+
+    generator = access.AccessLogGenerator
+    if settings.HOMELAB_LOG_FORMAT != "json" or getattr(generator.write_entry, "homelab", False):
+        return
+    import logging
+
+    logger = logging.getLogger("daphne.access")
+
+    def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
+        logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")
+
+    write_entry.homelab = True
+    generator.write_entry = write_entry
+
+
 def apply() -> None:
     stop_commands_when_daphne_stops()
     stop_commands_when_uvicorn_stops()
     let_slow_readers_finish()
     give_every_status_its_reason_phrase()
+    log_daphne_access_as_json()

@@ -122,6 +122,26 @@ def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Networ
     return networks
 
 
+def env_directory(name: str) -> str:
+    """A directory this process may write to (made, private, if missing), or "" when the
+    variable is unset or empty."""
+    value = env_str(name).strip()
+    if not value:
+        return ""
+    try:
+        os.makedirs(value, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}={value!r}: cannot create it ({exc.strerror})."
+        ) from None
+    if not (os.path.isdir(value) and os.access(value, os.W_OK | os.X_OK)):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a directory this process can write to; point it at "
+            "one (e.g. /run/homelab/metrics) owned by the user homelab runs as."
+        )
+    return value
+
+
 def dev_secret_key(path: Path) -> str:
     """The key `make run` generated into path (.dev-secret-key), or "" without the file."""
     try:

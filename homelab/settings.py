@@ -16,6 +16,7 @@ from homelab.env import (
     dev_secret_key,
     env_bool,
     env_choice,
+    env_directory,
     env_int,
     env_list,
     env_networks,
@@ -208,6 +209,16 @@ HOMELAB_STREAM_RETENTION_SECONDS = env_int(
 # Fleet: the most servers one batch may target (docs/fleet.md).
 HOMELAB_BATCH_MAX_SERVERS = env_int("HOMELAB_BATCH_MAX_SERVERS", 100, minimum=1, maximum=10000)
 
+# --- observability (docs/observability.md) -------------------------------------------
+# GET /metrics and the counters behind it; 0 turns both off (the log lines stay).
+HOMELAB_METRICS = env_bool("HOMELAB_METRICS", True)
+# Several workers on one host: an empty directory they share, so that a scrape of any of
+# them reports the whole service (prometheus-client's multiprocess mode). prometheus-client
+# reads the variable itself; it is checked here so a typo stops start-up.
+PROMETHEUS_MULTIPROC_DIR = env_directory("PROMETHEUS_MULTIPROC_DIR")
+# `json`: one JSON object per log line (ts, level, logger, message, execution_id, ...).
+HOMELAB_LOG_FORMAT = env_choice("HOMELAB_LOG_FORMAT", "text", ("text", "json"))
+
 # --- browsers and proxies in front (docs/deployment.md) ------------------------------
 # A browser app on another origin (e.g. a Vite dev server at http://localhost:5173) may
 # call the API when its origin is listed. Keys travel in headers, never cookies: no
@@ -282,8 +293,11 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "commands.observability.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HOMELAB_LOG_FORMAT}},
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
     # as a WARNING by commands/api/handlers.py, not again as Django's "Internal Server Error".
     "filters": {"skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"}},
@@ -293,5 +307,9 @@ LOGGING = {
         # carry the error code, so keep its noise (and anything it might echo) out.
         "paramiko": {"level": "CRITICAL", "propagate": False},
         "django.request": {"filters": ["skip_logged_errors"]},
+        # Django's defaults give these a handler of their own (console, with DEBUG) in its
+        # own format: every line goes through ours instead, once.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "py.warnings": {"handlers": [], "propagate": True},
     },
 }

@@ -1,4 +1,5 @@
-"""URL routes: the front door, the versioned API, its schema and docs, and the admin."""
+"""URL routes: the front door, the versioned API, its schema and docs, the admin, and what
+monitors read (metrics, liveness, readiness)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -8,12 +9,15 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from commands.web import frontdoor
+from commands.web import frontdoor, observability
 
 urlpatterns = [
     path("", frontdoor.index, name="index"),
     path("favicon.ico", frontdoor.favicon, name="favicon"),
     path("admin/", admin.site.urls),
+    path("metrics", observability.MetricsView.as_view(), name="metrics"),
+    path("healthz", observability.healthz, name="healthz"),
+    path("readyz", observability.readyz, name="readyz"),
     path("api/v1/", include("commands.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -157,6 +157,7 @@ def test_servers_are_listed_without_any_secret(api_client):
         "username": "root",
         "enabled": True,
         "host_key_pinned": True,
+        "tags": [],  # the fleet's labels: never a secret either
     }
     assert api_client.get("/api/v1/servers/999/").status_code == 404
 

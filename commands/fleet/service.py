@@ -39,6 +39,7 @@ from commands.exceptions import (
 )
 from commands.fleet.scheduler import Scheduler, concurrency_for, errors_allowed
 from commands.models import AllowedCommand, Batch, BatchTarget, Execution, Server
+from commands.observability import logs
 from commands.requests import BatchRequest, Caller, parse_limit, validated
 from commands.results import Frame, FrameType, output_frame, truncated_frame
 from commands.whitelist import Match
@@ -230,6 +231,10 @@ class BatchRun:
 
     # --- the driver thread ---------------------------------------------------------------
     def drive(self) -> None:
+        with logs.about(batch_id=self.batch.pk, action_type=self.batch.action_type):
+            self._drive_and_finish()
+
+    def _drive_and_finish(self) -> None:
         try:
             self._drive()
         except Exception:

@@ -13,6 +13,7 @@ from commands import scopes
 from commands.engine import framelog
 from commands.exceptions import HomelabError, ServerNotFound
 from commands.live import sockets, streaming
+from commands.observability import metrics
 from commands.requests import Caller
 from commands.results import Frame, error_frame, started_frame
 from commands.services import find_server
@@ -41,6 +42,7 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
     async def follow(self, execution_id: int) -> None:
         log = framelog.execution_log(execution_id)
         self.subscription = framelog.Subscription(log, asyncio.get_running_loop())
+        metrics.STREAM_SUBSCRIBERS.inc()  # until disconnect, which follows any subscription
         await framelog.backend().subscribe(self.subscription, self.channel_name)
         self.task = asyncio.create_task(self.stream(execution_id))
 
@@ -72,6 +74,7 @@ class ExecutionStreamConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         if self.subscription is not None:
+            metrics.STREAM_SUBSCRIBERS.dec()
             with contextlib.suppress(Exception):
                 await framelog.backend().unsubscribe(self.subscription, self.channel_name)
 

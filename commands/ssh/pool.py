@@ -64,6 +64,13 @@ class SSHPooledExecutor:
     # Class attributes so tests (and callers) subclass instead of patching.
     max_connections_per_target = 4  # then requests queue for a free session
     open_retry_delay = 0.005  # first back-off after sshd refuses a session open
+    # Observer hooks, for metrics (set by the services layer; this package knows neither
+    # Django nor Prometheus): on_connected(target, seconds) after a connection is opened
+    # and authenticated; on_changed(executor) after connections were opened or closed
+    # (read open_connections() there). Called without the pool's lock held; an exception
+    # in one is logged, never raised into a command.
+    on_connected: Callable[[SSHTarget, float], None] | None = None
+    on_changed: Callable[[SSHPooledExecutor], None] | None = None
 
     def __init__(
         self,
@@ -143,6 +150,25 @@ class SSHPooledExecutor:
         for pooled in doomed:
             pooled.broken = True
             pooled.close()
+        if doomed:
+            self._changed()
+
+    def open_connections(self) -> dict[str, int]:
+        """Open pooled connections per target name (those being opened not counted)."""
+        counts: dict[str, int] = {}
+        with self._cond:
+            for target, conns in self._pool.items():
+                opened = sum(1 for pooled in conns if pooled.conn is not None)
+                if opened:
+                    counts[target.name] = counts.get(target.name, 0) + opened
+        return counts
+
+    def _changed(self) -> None:
+        if self.on_changed is not None:
+            try:
+                self.on_changed(self)
+            except Exception:
+                logger.exception("the SSH pool's on_changed observer failed")
 
     # --- getting a session -----------------------------------------------------------------
     def _session(
@@ -209,6 +235,7 @@ class SSHPooledExecutor:
                 return True
             if pooled.open_error is not None:  # another thread just failed to open it
                 raise type(pooled.open_error)(pooled.open_error.detail)
+            started = time.monotonic()
             try:
                 pooled.conn, pooled.sock = connect(
                     pooled.target, self.connect_timeout, self.keepalive_seconds
@@ -217,7 +244,16 @@ class SSHPooledExecutor:
                 pooled.open_error = exc
                 self._evict(pooled)
                 raise
-            return False
+        self._connected(pooled.target, time.monotonic() - started)
+        return False
+
+    def _connected(self, target: SSHTarget, seconds: float) -> None:
+        if self.on_connected is not None:
+            try:
+                self.on_connected(target, seconds)
+            except Exception:
+                logger.exception("the SSH pool's on_connected observer failed")
+        self._changed()
 
     # --- the pool ------------------------------------------------------------------------------
     def _acquire(self, target: SSHTarget, stop: threading.Event | None = None) -> _Pooled:
@@ -229,6 +265,8 @@ class SSHPooledExecutor:
         finally:
             for pooled in dead:  # closed outside the lock
                 pooled.close()
+            if dead:
+                self._changed()
 
     def _reserve(
         self, target: SSHTarget, dead: list[_Pooled], stop: threading.Event | None = None
@@ -282,9 +320,12 @@ class SSHPooledExecutor:
         with self._cond:
             pooled.broken = True
             conns = self._pool.get(pooled.target, [])
-            if pooled in conns:
+            evicted = pooled in conns
+            if evicted:
                 conns.remove(pooled)
             self._cond.notify_all()
+        if evicted and pooled.conn is not None:
+            self._changed()
 
     def _start_reaper(self) -> None:
         if self._reaper is None:
@@ -300,6 +341,8 @@ class SSHPooledExecutor:
                 doomed = self._take_idle(time.monotonic())
             for pooled in doomed:
                 pooled.close()
+            if doomed:
+                self._changed()
 
     def _take_idle(self, now: float) -> list[_Pooled]:
         """Unused connections idle too long or already dead (call with _cond held)."""
