@@ -30,8 +30,10 @@ from commands.observability.logfilters import mark_logged
 logger = logging.getLogger(__name__)
 
 # SSH failures an admin fixes in the configuration (pin the host key, install our key,
-# start sshd): expected, so one WARNING line each, not Django's ERROR for a 500.
+# start sshd): expected, so one line each of ours (with the server and the execution), not
+# Django's own request line. A changed host key may be a machine in the middle: an ERROR.
 EXPECTED_SSH_CODES = frozenset({"host_key_unknown", "ssh_auth_failed", "ssh_connect_failed"})
+ALARMING_SSH_CODES = frozenset({"host_key_mismatch"})
 
 INVALID_FIELDS = "The request is invalid; see errors for each field."
 JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json`."
@@ -120,7 +122,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         logger.error("the database is not answering: %s", str(exc).strip())
         exc = ServiceUnavailable("The database (DATABASE_URL) is not answering; try again shortly.")
     if isinstance(exc, HomelabError):
-        if exc.code in EXPECTED_SSH_CODES:
+        if exc.code in EXPECTED_SSH_CODES | ALARMING_SSH_CODES:
             log_expected(exc, context)
         detail, extra = exc.detail, dict(exc.extra)
         if isinstance(exc, InvalidRequest) and exc.errors is not None:
@@ -166,7 +168,8 @@ def not_json(request: Any) -> bool:
 
 
 def log_expected(exc: HomelabError, context: dict[str, Any]) -> None:
-    """One WARNING line for an SSH failure the admin fixes, instead of Django's ERROR."""
+    """One line for an SSH failure the admin fixes, instead of Django's own: a WARNING, or
+    an ERROR for a changed host key."""
     from commands.models import Execution
 
     execution_id = exc.extra.get("execution_id")
@@ -176,7 +179,10 @@ def log_expected(exc: HomelabError, context: dict[str, Any]) -> None:
         else None
     ) or getattr(context.get("view"), "kwargs", {}).get("pk", "?")
     # The detail is what the client reads: it names the fix, never a key path.
-    logger.warning("%s on server %s (execution %s): %s", exc.code, server, execution_id, exc.detail)
+    level = logging.ERROR if exc.code in ALARMING_SSH_CODES else logging.WARNING
+    logger.log(
+        level, "%s on server %s (execution %s): %s", exc.code, server, execution_id, exc.detail
+    )
     request = context.get("request")
     if request is not None:
         mark_logged(request._request)

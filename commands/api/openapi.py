@@ -126,7 +126,7 @@ execute_schema = extend_schema(
             execution_id=50,
         ),
         error(
-            500,
+            424,
             "host_key_unknown",
             "host key for nas (10.0.0.5:22) is not pinned; run `./manage.py trusthost "
             "nas` after checking the fingerprint",
@@ -147,6 +147,13 @@ execute_schema = extend_schema(
             location=OpenApiParameter.HEADER,
             response=[202],
             description="The started execution, /api/v1/executions/{id}/.",
+        ),
+        error(
+            500,
+            "ssh_connect_failed",
+            "could not connect to nas (10.0.0.5:22): Connection refused; check the address, "
+            "the port and that sshd is running",
+            execution_id=51,
         ),
     ],
     responses={
@@ -194,10 +201,17 @@ execute_schema = extend_schema(
             "`busy`: every runner slot stayed taken (see Retry-After); `interrupted`: the "
             "service shut down while the command ran (it was stopped on the server).",
         ),
+        424: OpenApiResponse(
+            ExecutionErrorSerializer,
+            description="Fix the server record: its SSH set-up failed before anything ran. "
+            "`host_key_unknown` (no host key pinned), `host_key_mismatch` (the server "
+            "presented another key), `ssh_auth_failed` (our key was refused, or the key file "
+            "is missing, unreadable or has a passphrase). Retrying as is cannot help.",
+        ),
         500: OpenApiResponse(
             ExecutionErrorSerializer,
-            description="SSH failure: `ssh_connect_failed`, `ssh_auth_failed`, "
-            "`host_key_mismatch`, `host_key_unknown`, `ssh_connection_lost`, `ssh_error`.",
+            description="SSH transport failure: `ssh_connect_failed` (not reachable, sshd "
+            "down), `ssh_connection_lost` (cut while the command ran), `ssh_error`.",
         ),
     },
 )
