@@ -14,6 +14,9 @@ class HomelabError(Exception):
     code = "error"
     status_code = status.INTERNAL_SERVER_ERROR
     default_detail = "The request failed."
+    # Set once the request got past the quota step (quota.Usage): what the caller has left,
+    # sent with the answer as rate-limit headers.
+    quota: Any = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.default_detail

@@ -5,6 +5,7 @@ puts a traceback, a private key or a secret into a response.
 """
 
 import logging
+import math
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +42,19 @@ JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json
 
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
+
+
+def quota_headers(usage: Any) -> dict[str, str]:
+    """X-RateLimit-* for what the caller has left after the quota step (quota.Usage): the
+    limit per window, what remains, and whole seconds until one more frees (a delay, as
+    Retry-After, not a clock time). None when the request never reached the quota."""
+    if usage is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(usage.limit),
+        "X-RateLimit-Remaining": str(usage.remaining),
+        "X-RateLimit-Reset": str(math.ceil(usage.reset)),
+    }
 
 
 def as_domain_error(exc: Exception) -> HomelabError:
@@ -133,6 +147,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             response["Retry-After"] = str(int(retry_after))
+        for name, value in quota_headers(exc.quota).items():
+            response[name] = value
         return response
 
     # Django's own 404/403 become DRF's, so they get a code like every other error.
