@@ -275,7 +275,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "commands.api.schema.document_execute_without_slash",
+        "commands.api.schema.document_actions_without_slash",
         "commands.api.schema.document_common_errors",
     ],
 }
