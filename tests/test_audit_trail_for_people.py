@@ -1,7 +1,9 @@
-"""The audit trail names servers as URLs do.
+"""The audit trail names servers as URLs do, and the admin's list reads like a log.
 
 ?server= takes an id or a name (the schema says so, and a value it refuses is a 400); the
-schema spells actions without the trailing slash, as the docs do, and both forms answer.
+schema spells actions without the trailing slash, as the docs do, and both forms answer;
+the admin's executions list shows the command, the duration, the exit code and why a row
+did not succeed, searches the command and the server, and labels fields for people.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import re
 
 import pytest
 import yaml
+from django.urls import reverse
 
+from commands.admin.executions import duration_text
 from commands.models import Execution, Server
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +131,67 @@ def test_both_spellings_of_an_action_answer(api_client, trail, slash):
 
     assert ticket.status_code == 201 and ticket.json()["ticket"]
     assert (check.status_code, check.json()["code"]) == (404, "server_not_found")
+
+
+# --- the admin's executions list -------------------------------------------------------------
+def changelist(admin_client, **query) -> str:
+    response = admin_client.get(reverse("admin:commands_execution_changelist"), query)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def column_titles(html: str) -> list[str]:
+    header = html.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    cells = re.findall(r"<th.*?</th>", header, re.S)
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in cells]
+
+
+def test_the_list_shows_command_duration_exit_code_and_the_reason(admin_client, trail):
+    html = changelist(admin_client)
+
+    assert column_titles(html) == [
+        "Started", "Server name", "Action type", "Command", "Status", "Exit code",
+        "Duration", "Reason", "Who",
+    ]  # fmt: skip
+    assert "df -h" in html and "412 ms" in html and "3.2 s" in html
+    # A refusal says why: its code and the start of its detail, not the whole of it.
+    assert "not_whitelisted: No enabled rule named &#x27;reboot_now&#x27; is usable" in html
+    assert "shows their templates" not in html
+
+
+def test_the_search_finds_rows_by_command_and_by_server(admin_client, trail):
+    by_command = changelist(admin_client, q="systemctl")
+    by_server = changelist(admin_client, q="nas")
+
+    assert "systemctl status" in by_command and "df -h" not in by_command
+    assert "df -h" in by_server and "reboot" in by_server and "systemctl" not in by_server
+
+
+def test_an_audit_row_is_labelled_for_people(admin_client, trail):
+    page = admin_client.get(reverse("admin:commands_execution_change", args=[trail["ran"].pk]))
+    html = page.content.decode()
+    labels = re.findall(r"<label>([^<]+):</label>", html)
+
+    assert {"API key", "API key name", "Client IP", "Duration (ms)", "Argv sent"} <= set(labels)
+    assert not {"Api key", "Client ip"} & set(labels)
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "shown"),
+    [(None, ""), (7, "7 ms"), (999, "999 ms"), (3250, "3.2 s"), (725_000, "12 min 5 s")],
+)
+def test_a_duration_reads_as_a_person_would_say_it(milliseconds, shown):
+    assert duration_text(milliseconds) == shown
+
+
+# --- the admin's server form suggests a slug -------------------------------------------------
+def test_the_admin_refuses_a_name_with_spaces_and_suggests_a_slug(admin_client):
+    response = admin_client.post(
+        reverse("admin:commands_server_add"),
+        {"name": "My NAS", "hostname": "192.0.2.9", "port": 22, "username": "root",
+         "enabled": "on"},
+    )  # fmt: skip
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "e.g. my-nas" in response.content.decode()
+    assert not Server.objects.filter(hostname="192.0.2.9").exists()
