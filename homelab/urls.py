@@ -8,7 +8,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from commands.web import frontdoor
+from commands.web import apidocs, frontdoor
 
 urlpatterns = [
     path("", frontdoor.index, name="index"),
@@ -22,6 +22,8 @@ urlpatterns = [
         SpectacularRedocView.as_view(url_name="schema", template_name="homelab/redoc.html"),
         name="redoc",
     ),
+    # ReDoc's own script, without its CDN logo (commands/web/apidocs.py).
+    path("api/redoc/redoc.standalone.js", apidocs.redoc_bundle, name="redoc-bundle"),
 ]
 
 handler400 = "commands.api.handlers.bad_request"
