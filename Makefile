@@ -30,9 +30,12 @@ run: migrate
 	echo "homelab on http://$(HOST):$(PORT)/  API docs: http://$(HOST):$(PORT)/api/docs  admin: http://$(HOST):$(PORT)/admin/" && \
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) homelab.asgi:application
 
-# `make manage ARGS="trusthost nas"`: ./manage.py with the local secret key, as `make run` has.
-manage: migrate
-	@DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)} ./manage.py $(ARGS)
+# `make manage ARGS="trusthost nas"`: ./manage.py (settings read .dev-secret-key), after
+# `migrate` only when a migration is pending, and then quietly: `migrate --check` is a
+# read-only look, where a full `migrate` costs seconds and prints on every call.
+manage: $(STAMP) .dev-secret-key
+	@$(BIN)/python manage.py migrate --check >/dev/null 2>&1 || $(BIN)/python manage.py migrate --noinput -v 0
+	@./manage.py $(ARGS)
 
 sshd:
 	@scripts/ensure-sshd

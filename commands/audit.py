@@ -57,6 +57,17 @@ def new_execution(
     )
 
 
+def row_for(caller: Caller, server: Server, command: Any, action_type: Any) -> Execution:
+    """An unsaved audit row for a request aimed at server."""
+    return new_execution(
+        caller=caller,
+        server=server,
+        server_name=server.name,
+        command=command,
+        action_type=action_type,
+    )
+
+
 def reject(execution: Execution, exc: HomelabError) -> Execution:
     """Save a new row refused for exc before anything reached a server (and say so)."""
     execution.reject(exc.code, exc.detail)

@@ -14,6 +14,9 @@ class HomelabError(Exception):
     code = "error"
     status_code = status.INTERNAL_SERVER_ERROR
     default_detail = "The request failed."
+    # Set once the request got past the quota step (quota.Usage): what the caller has left,
+    # sent with the answer as rate-limit headers.
+    quota: Any = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.default_detail
@@ -183,22 +186,37 @@ class SSHError(HomelabError):
     partial: Any = None  # the output read before the failure (ssh.CommandResult), if any
 
 
+class SSHSetupError(SSHError):
+    """The SSH set-up is wrong, not the network: the server record (its pin, user or key
+    file) or the key's place on the server needs fixing, and retrying as is cannot help.
+
+    424 Failed Dependency: the request was fine but depended on a login that failed. Not
+    409, which this API already answers for an execution's own state (`cancelled`,
+    `not_running`); a 4xx, so monitoring does not read it as a crash. Transport failures
+    (connect, a lost connection) stay 5xx.
+    """
+
+    status_code = status.FAILED_DEPENDENCY
+
+
 class ConnectFailed(SSHError):
     code = "ssh_connect_failed"
     default_detail = "Could not connect to the server."
 
 
-class AuthFailed(SSHError):
+class AuthFailed(SSHSetupError):
+    """Our key was refused, or there is none we can use (missing, unreadable, encrypted)."""
+
     code = "ssh_auth_failed"
     default_detail = "The server refused our SSH key."
 
 
-class HostKeyMismatch(SSHError):
+class HostKeyMismatch(SSHSetupError):
     code = "host_key_mismatch"
     default_detail = "The server's host key does not match the pinned key."
 
 
-class HostKeyUnknown(SSHError):
+class HostKeyUnknown(SSHSetupError):
     code = "host_key_unknown"
     default_detail = "The server's host key is not pinned."
 

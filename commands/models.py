@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import DatabaseError, connection, models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import slugify
 from rest_framework_api_key.models import AbstractAPIKey
 
 from commands import results, signals
@@ -51,6 +52,24 @@ def validate_not_all_digits(value: str) -> None:
             code="all_digits",
             params={"value": value},
         )
+
+
+def name_hint(value: str) -> str:
+    """What to write instead of value, which is not a slug ("My NAS": my-nas), or ""."""
+    suggestion = slugify(value)[:64].strip("-_")
+    if suggestion and not (suggestion.isascii() and suggestion.isdecimal()):
+        return suggestion
+    return ""
+
+
+def slug_error(value: str) -> ValidationError:
+    """The refusal of a server name that is not a slug, suggesting one that is."""
+    hint = name_hint(value)
+    return ValidationError(
+        "A server name is letters, digits, - and _ only (it stands in URLs in place of the "
+        f"id){f', e.g. {hint}' if hint else ''}.",
+        code="invalid",
+    )
 
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -162,6 +181,20 @@ class Server(models.Model):
         # the database's constraint.
         self.clean_fields()
         super().save(*args, **kwargs)
+
+    def clean_fields(self, exclude=None) -> None:
+        """As Django's, with a name that is not a slug refused by a message that suggests
+        one ("My NAS": my-nas). Replaced here, not as a validator, so no migration."""
+        try:
+            super().clean_fields(exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict({})
+            named = errors.get("name", [])
+            if any(getattr(error, "code", None) == "invalid" for error in named):
+                errors["name"] = [
+                    slug_error(self.name) if error.code == "invalid" else error for error in named
+                ]
+            raise ValidationError(errors) from None
 
     @property
     def address(self) -> str:

@@ -6,7 +6,8 @@ local-memory cache each worker process counts on its own. This subclass keeps DR
 rate parsing, scopes and `wait()` contract but makes the check-and-record one atomic
 step: a Lua script on Redis (shared by every worker) or, with any other cache, a
 process-wide lock. The window is a sliding log, so no burst can exceed the rate in
-any window of the rate's length, not even across a window edge.
+any window of the rate's length, not even across a window edge. The same step reads
+what is left (`Usage`), which the API sends as X-RateLimit-* headers.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from commands.requests import Caller
 SCOPE = "command-execute"
 
 # KEYS[1]: the log (a sorted set of request times). ARGV: window seconds, limit, member,
-# count. Records `count` entries when they all fit ({1, 0}); otherwise none, and answers
-# {0, seconds until enough slots free}. The server's clock (TIME) is used so workers with
-# skewed clocks agree.
+# count. Records `count` entries when they all fit, otherwise none. Answers {allowed (1 or
+# 0), seconds until enough slots free (0 when allowed), entries counted now, seconds until
+# the oldest of them leaves the window (0: none)}: the decision and what is left, read in
+# the same atomic step. count 0 only reads. The server's clock (TIME) is used so workers
+# with skewed clocks agree. Fractions travel as strings (Redis truncates Lua numbers).
 SLIDING_LOG_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -43,20 +46,57 @@ local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+local wait = 0
 if used + count <= limit then
-  for i = 1, count do
-    redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i)
+  allowed = 1
+  if count > 0 then
+    for i = 1, count do
+      redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i)
+    end
+    redis.call('EXPIRE', KEYS[1], math.ceil(window))
+    used = used + count
   end
-  redis.call('EXPIRE', KEYS[1], math.ceil(window))
-  return {1, '0'}
+else
+  local last = used + count - limit - 1
+  local frees = redis.call('ZRANGE', KEYS[1], last, last, 'WITHSCORES')
+  if frees[2] == nil then
+    wait = window
+  else
+    wait = tonumber(frees[2]) + window - now
+  end
 end
-local last = used + count - limit - 1
-local frees = redis.call('ZRANGE', KEYS[1], last, last, 'WITHSCORES')
-if frees[2] == nil then
-  return {0, tostring(window)}
+local reset = 0
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] ~= nil then
+  reset = tonumber(oldest[2]) + window - now
 end
-return {0, tostring(tonumber(frees[2]) + window - now)}
+return {allowed, tostring(wait), used, tostring(reset)}
 """
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Where a caller's quota stands after a check: `limit` executions per `window`
+    seconds, `remaining` of them left now, and `reset` seconds until one more frees (the
+    oldest execution counted leaves the window; 0 when none is counted)."""
+
+    limit: int
+    window: int
+    remaining: int
+    reset: float
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One atomic check-and-record: whether it fit, the seconds to wait when it did not,
+    how many executions the window holds now, and the seconds until the oldest leaves."""
+
+    allowed: bool
+    wait: float
+    used: int
+    reset: float
+
 
 _local_lock = threading.Lock()
 _shared_clients: dict[tuple[str, ...], Any] = {}
@@ -91,6 +131,7 @@ class ExecuteRateThrottle(ScopedRateThrottle):
 
     def allow_request(self, request, view, count: int = 1) -> bool:
         self.scope = getattr(view, self.scope_attr, None)
+        self.usage: Usage | None = None
         if not self.scope:
             return True
         self.rate = self.rate_of(request.auth)
@@ -98,16 +139,23 @@ class ExecuteRateThrottle(ScopedRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        allowed, self.retry_after = self.record(self.key, count)
-        return allowed
+        counted = self.record(self.key, count)
+        self.retry_after = counted.wait
+        self.usage = Usage(
+            limit=self.num_requests,
+            window=self.duration,
+            remaining=max(self.num_requests - counted.used, 0),
+            reset=counted.reset,
+        )
+        return counted.allowed
 
     def rate_of(self, key: Any) -> str:
         """The key's own rate (ApiKey.rate, e.g. 100/min), else the scope's setting."""
         own = getattr(key, "rate", "") if isinstance(key, ApiKey) else ""
         return own or self.get_rate()
 
-    def record(self, key: str, count: int = 1) -> tuple[bool, float]:
-        """Atomically count `count` executions if they all fit: (allowed, seconds to wait)."""
+    def record(self, key: str, count: int = 1) -> Counted:
+        """Atomically count `count` executions if they all fit (0: only look)."""
         backend = self.backend()
         if isinstance(backend, RedisCache):
             return self.record_in_redis(backend, key, count)
@@ -120,12 +168,12 @@ class ExecuteRateThrottle(ScopedRateThrottle):
             return caches[DEFAULT_CACHE_ALIAS]
         return self.cache
 
-    def record_in_redis(self, backend: RedisCache, key: str, count: int) -> tuple[bool, float]:
+    def record_in_redis(self, backend: RedisCache, key: str, count: int) -> Counted:
         full_key = backend.make_and_validate_key(key)
         member = uuid.uuid4().hex
         try:
             client = shared_redis(backend).get_client(full_key, write=True)
-            allowed, wait = client.eval(
+            allowed, wait, used, reset = client.eval(
                 SLIDING_LOG_SCRIPT, 1, full_key, self.duration, self.num_requests, member, count
             )
         except RedisError:
@@ -134,45 +182,63 @@ class ExecuteRateThrottle(ScopedRateThrottle):
                 "The rate-limit store (Redis, REDIS_URL) is not answering, so no command "
                 "can be run now; check that Redis is up."
             ) from None
-        return bool(allowed), float(wait)
+        return Counted(bool(allowed), float(wait), int(used), float(reset))
 
-    def record_locally(self, key: str, count: int) -> tuple[bool, float]:
+    def record_locally(self, key: str, count: int) -> Counted:
         # The local-memory cache lives in this process, so a process-wide lock makes
         # read-decide-write atomic (the embedded, single-process deployment).
         with _local_lock:
             now = self.timer()
             history = [t for t in self.cache.get(key, []) if t > now - self.duration]
             over = len(history) + count - self.num_requests
-            if over > 0:
+            allowed, wait = over <= 0, 0.0
+            if not allowed:
                 # Enough slots free once the `over` oldest entries leave the window.
                 frees = history[over - 1] if over <= len(history) else now
-                return False, frees + self.duration - now
-            history.extend([now] * count)
-            self.cache.set(key, history, self.duration)
-            return True, 0.0
+                wait = frees + self.duration - now
+            elif count:
+                history.extend([now] * count)
+                self.cache.set(key, history, self.duration)
+            reset = history[0] + self.duration - now if history else 0.0
+            return Counted(allowed, wait, len(history), reset)
 
     def wait(self) -> float:
         """Whole seconds until a slot frees; at least 1 so Retry-After is always sent."""
         return max(1, math.ceil(self.retry_after))
 
 
-def limit_of(caller: Caller) -> tuple[int, int]:
-    """(executions, per seconds) the caller may make: its key's own rate, or the setting."""
+def rate_of(caller: Caller) -> str:
+    """The caller's rate as written: its key's own (ApiKey.rate), or HOMELAB_EXECUTE_RATE."""
     throttle = ExecuteRateThrottle()
     throttle.scope = SCOPE
-    return throttle.parse_rate(throttle.rate_of(caller.api_key))
+    return throttle.rate_of(caller.api_key)
 
 
-def take(caller: Caller, count: int = 1) -> None:
-    """Count `count` executions against caller's quota, all or none: Throttled (429, with
-    the whole seconds to wait) when they do not all fit. An anonymous caller (the CLI)
-    has no quota."""
+def limit_of(caller: Caller) -> tuple[int, int]:
+    """(executions, per seconds) the caller may make: its key's own rate, or the setting."""
+    return ExecuteRateThrottle().parse_rate(rate_of(caller))
+
+
+def take(caller: Caller, count: int = 1) -> Usage | None:
+    """Count `count` executions against caller's quota, all or none, and say what is left:
+    Throttled (429, with the whole seconds to wait and its `quota`) when they do not all
+    fit. An anonymous caller (the CLI) has no quota: None."""
     throttle = ExecuteRateThrottle()
     request = _QuotaRequest(auth=caller.api_key, user=caller.user)
     if not throttle.allow_request(request, _QUOTA_VIEW, count):
         wait = throttle.wait()
         # DRF's own sentence, as every other throttled answer of the API says it.
-        raise Throttled(str(DRFThrottled(wait).detail), retry_after=wait)
+        refused = Throttled(str(DRFThrottled(wait).detail), retry_after=wait)
+        refused.quota = throttle.usage
+        raise refused
+    return throttle.usage
+
+
+def peek(caller: Caller) -> Usage | None:
+    """Where caller's quota stands, counting nothing (None for an anonymous caller)."""
+    throttle = ExecuteRateThrottle()
+    throttle.allow_request(_QuotaRequest(auth=caller.api_key, user=caller.user), _QUOTA_VIEW, 0)
+    return throttle.usage
 
 
 @dataclass(frozen=True)

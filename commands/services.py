@@ -4,7 +4,7 @@
 call with a Caller, the server named in the URL and the request body:
 
     permission -> server (by id or name, within the key's scope) -> body -> key scope
-    -> quota -> [refusals so far: audited, raised] -> execute_command
+    -> [refusals so far: audited, raised] -> whitelist -> quota -> execute_command
 
 `execute_command` is the run itself, also called once per target by the fleet:
 
@@ -208,7 +208,8 @@ def request_execution(
 
     body() returns the parsed body (or raises the HomelabError saying why it cannot be
     read); wait overrides the body's own `wait` (the WebSocket never waits). Every refusal
-    is audited before it is raised; then execute_command."""
+    is audited before it is raised; then execute_command. Past the quota step, the row
+    returned, or the HomelabError raised, carries `quota` (quota.Usage): what is left."""
     server, data = None, None
     try:
         require_execute(caller)
@@ -217,18 +218,49 @@ def request_execution(
         request = validated(ExecuteRequest, data)
         # Before the quota: a request this key may never make does not use it up.
         scopes.check_execute(caller.api_key, server, request["action_type"], server_ref=server_ref)
-        quota.take(caller)
     except HomelabError as exc:
         audit.record_refusal(exc, caller=caller, server=server, server_ref=server_ref, data=data)
         raise
-    return execute_command(
-        server=server,
-        command=request["command"],
-        action_type=request["action_type"],
-        caller=caller,
-        wait=request["wait"] if wait is None else wait,
-        confirmed=request["confirm"],
-    )
+    command, action_type = request["command"], request["action_type"]
+    # The whitelist (and a flagged rule's confirmation) before the quota, so a command that
+    # can never run uses none of it: the rules are no secret from this key (GET
+    # servers/{id}/commands/ lists them), and checking first keeps the quota one atomic
+    # check-and-record, never take-then-refund.
+    match = screen(server, command, action_type, caller, confirmed=request["confirm"])
+    try:
+        usage = quota.take(caller)
+    except HomelabError as exc:
+        audit.record_refusal(exc, caller=caller, server=server, server_ref=server_ref, data=data)
+        raise
+    try:
+        execution = execute_command(
+            server=server,
+            command=command,
+            action_type=action_type,
+            caller=caller,
+            wait=request["wait"] if wait is None else wait,
+            match=match,
+        )
+    except HomelabError as exc:
+        exc.quota = usage
+        raise
+    execution.quota = usage
+    return execution
+
+
+def screen(
+    server: Server, command: str, action_type: str, caller: Caller, *, confirmed: bool = False
+) -> Match:
+    """The whitelist's match for the request (and, for a rule flagged confirm asked for by
+    a person, their confirmation: rules.require_confirmation), or its refusal audited (with
+    the row's execution_id for the client) and raised."""
+    try:
+        match = check_runnable(server, command, action_type)
+        rules.require_confirmation(match.rule, caller, confirmed=confirmed, where=server.name)
+    except CommandRejected as exc:
+        audit.reject(audit.row_for(caller, server, command, action_type), exc)
+        raise
+    return match
 
 
 def execute_command(
@@ -239,24 +271,21 @@ def execute_command(
     caller: Caller | None = None,
     wait: bool = True,
     confirmed: bool = False,
+    match: Match | None = None,
 ) -> Execution:
     """Run a whitelisted command; the returned row holds the result (any exit code).
 
     With wait=False it returns once the command is handed to the runner (the row is
-    `running`; the runner thread closes it). confirmed: the person asking confirmed a rule
-    flagged `confirm` (rules.must_confirm); without it such a rule is refused for anyone
-    but an API key."""
+    `running`; the runner thread closes it). `match` is the whitelist's answer when the
+    caller has it already (request_execution, screen); otherwise the command is checked
+    here. confirmed: the person asking confirmed a rule flagged `confirm`
+    (rules.must_confirm); without it such a rule is refused for anyone but an API key."""
     caller = caller or Caller()
-    execution = audit.new_execution(
-        caller=caller,
-        server=server,
-        server_name=server.name,
-        command=command,
-        action_type=action_type,
-    )
+    execution = audit.row_for(caller, server, command, action_type)
     try:
-        match = check_runnable(server, command, action_type)
-        rules.require_confirmation(match.rule, caller, confirmed=confirmed, where=server.name)
+        if match is None:
+            match = check_runnable(server, command, action_type)
+            rules.require_confirmation(match.rule, caller, confirmed=confirmed, where=server.name)
         runner().reserve()  # may wait a moment; Busy when every slot stays taken
     except (CommandRejected, Busy) as exc:
         audit.reject(execution, exc)

@@ -228,7 +228,14 @@ CORS_URLS_REGEX = r"^/api/"
 CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key")
 CORS_ALLOW_CREDENTIALS = False
-CORS_EXPOSE_HEADERS = ("Retry-After", "Location")
+# Read by a browser app: where a started execution is, when to retry, what quota is left.
+CORS_EXPOSE_HEADERS = (
+    "Retry-After",
+    "Location",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
 
 CSRF_TRUSTED_ORIGINS = env_origins("DJANGO_CSRF_TRUSTED_ORIGINS", wildcard_subdomains=True)
 SESSION_COOKIE_HTTPONLY = True
@@ -285,7 +292,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "commands.api.schema.document_execute_without_slash",
+        "commands.api.schema.document_actions_without_slash",
         "commands.api.schema.document_common_errors",
     ],
 }

@@ -9,7 +9,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from commands.web import frontdoor, observability
+from commands.web import apidocs, frontdoor, observability
 
 urlpatterns = [
     path("", frontdoor.index, name="index"),
@@ -27,6 +27,8 @@ urlpatterns = [
         SpectacularRedocView.as_view(url_name="schema", template_name="homelab/redoc.html"),
         name="redoc",
     ),
+    # ReDoc's own script, without its CDN logo (commands/web/apidocs.py).
+    path("api/redoc/redoc.standalone.js", apidocs.redoc_bundle, name="redoc-bundle"),
 ]
 
 handler400 = "commands.api.handlers.bad_request"

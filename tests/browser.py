@@ -19,6 +19,7 @@ the run, so CI's log shows where they are.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -119,13 +120,17 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     return path
 
 
-def chromium() -> webdriver.Chrome:
-    """A headless Chromium, Debian's browser and driver, given by path."""
+def chromium(*, network_log: bool = False) -> webdriver.Chrome:
+    """A headless Chromium, Debian's browser and driver, given by path. With network_log,
+    every request it makes can be read back (requests_made)."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             pytest.fail(f"{path} not found: run scripts/ensure-chromium (or `make test`).")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    if network_log:
+        # Chrome's DevTools "performance" log holds the Network.* events.
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     for argument in (
         "--headless=new",
         "--no-sandbox",  # the tests run as root
@@ -136,6 +141,17 @@ def chromium() -> webdriver.Chrome:
     # Keep the console (errors, failed loads) for Browser.console_errors.
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def requests_made(driver: webdriver.Chrome) -> list[str]:
+    """The URL of every request the browser sent since the last call (chromium(network_log=
+    True)): pages, scripts, images, XHR/fetch, data: and blob: URLs too."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def quit_browser(driver: webdriver.Chrome) -> None:

@@ -2,9 +2,10 @@
 
 Most requests carry the API key from HOMELAB_FUZZ_API_KEY; every eighth goes with whatever
 schemathesis generated for the security scheme (nothing, or a made-up key), so 401 paths
-are fuzzed too. A 5xx fails the run unless it is the execute endpoint's documented SSH
-failure: the fuzzed server's host key is never pinned, so every command it lets through
-ends as a 500 `host_key_unknown` before anything is contacted.
+are fuzzed too. A 5xx fails the run unless it is one of the execute endpoint's documented
+SSH transport failures (none is expected: the fuzzed server's host key is never pinned, so
+every command it lets through ends as a 424 `host_key_unknown` before anything is
+contacted).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def test_a_call_from_another_origin_gets_no_cors_headers(stack):
     assert answer.cors_headers() == []
 
 
-def test_responses_to_the_allowed_origin_expose_location_and_retry_after(stack):
+def test_responses_to_the_allowed_origin_expose_location_retry_after_and_the_quota(stack):
     body = {"command": "echo hi", "action_type": "t_echo", "wait": False}
     headers = {"Origin": FRONTEND, "X-API-Key": stack.key, "Content-Type": "application/json"}
 
@@ -139,7 +139,14 @@ def test_responses_to_the_allowed_origin_expose_location_and_retry_after(stack):
 
     assert answer.status == 202, answer.body
     assert answer.headers["Access-Control-Allow-Origin"] == FRONTEND
-    assert words(answer.headers["Access-Control-Expose-Headers"]) == {"retry-after", "location"}
+    assert words(answer.headers["Access-Control-Expose-Headers"]) == {
+        "retry-after",
+        "location",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    }
+    assert answer.headers["X-RateLimit-Remaining"].isdigit()
     assert answer.headers["Location"] == f"/api/v1/executions/{answer.json()['execution_id']}/"
     assert "Access-Control-Allow-Credentials" not in answer.headers
 

@@ -143,7 +143,9 @@ def test_an_ssh_configuration_failure_logs_one_warning_and_no_django_error(
         sshd.stop()
     caplog.set_level(logging.DEBUG)
     response = post(api_client, nas, "echo hi", "t_echo")
-    assert (response.status_code, response.json()["code"]) == (500, failure)
+    # A set-up problem is a 424 "fix the server record"; a server that is down stays 5xx.
+    status = 500 if failure == "ssh_connect_failed" else 424
+    assert (response.status_code, response.json()["code"]) == (status, failure)
     assert not [r for r in caplog.records if r.name == "django.request"]
     ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.name, r.levelname) for r in ours] == [("commands.api.handlers", "WARNING")]
@@ -153,7 +155,7 @@ def test_an_ssh_configuration_failure_logs_one_warning_and_no_django_error(
 
 
 @pytest.mark.django_db(transaction=True)  # the runner thread closes the row
-def test_a_changed_host_key_is_still_a_django_error(
+def test_a_changed_host_key_is_a_424_logged_as_one_error_line(
     api_client, sshd, make_server, make_rule, caplog, tmp_path
 ):
     make_rule("t_echo", "echo {word}", word=WORD)
@@ -161,9 +163,12 @@ def test_a_changed_host_key_is_still_a_django_error(
     nas = make_server(sshd, name="nas", host_key=other_host_key)
     caplog.set_level(logging.INFO)
     response = post(api_client, nas, "echo hi", "t_echo")
-    assert response.json()["code"] == "host_key_mismatch"
-    errors = [r for r in caplog.records if r.name == "django.request"]
-    assert [r.levelname for r in errors] == ["ERROR"]  # a possible attack: worth an ERROR
+    assert (response.status_code, response.json()["code"]) == (424, "host_key_mismatch")
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    ours = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # A possible machine in the middle: worth an ERROR, even as a 4xx.
+    assert [(r.name, r.levelname) for r in ours] == [("commands.api.handlers", "ERROR")]
+    assert ours[0].getMessage().startswith("host_key_mismatch on server nas (execution ")
 
 
 # --- 10. rules ---------------------------------------------------------------------------------

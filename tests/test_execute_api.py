@@ -126,12 +126,12 @@ def test_a_timeout_is_a_408_and_the_audit_row_says_so(api_client, server, sshd):
     assert row.exit_code is None
 
 
-def test_an_ssh_auth_failure_is_a_500_ssh_auth_failed(
+def test_an_ssh_auth_failure_is_a_424_ssh_auth_failed(
     api_client, sshd, make_server, other_client_key
 ):
     server = make_server(sshd, key_file=str(other_client_key))
     response = post(api_client, server.pk, "echo hi", "t_echo")
-    assert response.status_code == 500
+    assert response.status_code == 424
     body = response.json()
     assert body["code"] == "ssh_auth_failed"
     assert str(other_client_key) not in body["detail"]
@@ -141,7 +141,7 @@ def test_an_ssh_auth_failure_is_a_500_ssh_auth_failed(
 def test_an_unpinned_host_key_is_refused_with_the_fix(api_client, sshd, make_server):
     server = make_server(sshd, host_key="")
     response = post(api_client, server.pk, "echo hi", "t_echo")
-    assert response.status_code == 500
+    assert response.status_code == 424
     body = response.json()
     assert body["code"] == "host_key_unknown"
     assert f"trusthost {server.name}" in body["detail"]
@@ -151,7 +151,7 @@ def test_a_changed_host_key_is_refused(api_client, sshd, sshd_factory, make_serv
     impostor_key = sshd_factory().host_key
     server = make_server(sshd, host_key=impostor_key)
     response = post(api_client, server.pk, "echo hi", "t_echo")
-    assert response.status_code == 500
+    assert response.status_code == 424
     assert response.json()["code"] == "host_key_mismatch"
     assert sshd.accepted_connections() == 0
 

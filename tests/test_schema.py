@@ -51,6 +51,7 @@ def test_the_execute_endpoint_documents_every_status(schema):
         "408",
         "409",
         "415",
+        "424",
         "429",
         "500",
         "503",
@@ -65,7 +66,7 @@ def test_the_execute_endpoint_documents_every_status(schema):
 @pytest.mark.django_db
 def test_each_error_status_has_an_error_schema_and_an_example(schema):
     responses = schema["paths"][EXECUTE]["post"]["responses"]
-    for status in ("400", "401", "403", "404", "408", "415", "429", "500", "503"):
+    for status in ("400", "401", "403", "404", "408", "415", "424", "429", "500", "503"):
         content = responses[status]["content"]["application/json"]
         # A 500 or 503 is the richer body or the plain error (no audit row behind it).
         for alternative in content["schema"].get("anyOf", [content["schema"]]):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.urls import reverse
+from django.utils.text import Truncator
 
 from commands.admin.access import StaffMayRead
 from commands.models import Execution
@@ -23,16 +25,98 @@ RUNNING_FIRST = Case(
 )
 
 
+# Labels for people, where Django's own from the field names would say "Api key" and
+# "Client ip" (set here, not as verbose_name: a model label is in the migrations).
+LABELS = {
+    "server": "Server",
+    "server_name": "Server name",
+    "api_key": "API key",
+    "api_key_name": "API key name",
+    "user": "User",
+    "client_ip": "Client IP",
+    "argv": "Argv sent",
+    "stdout": "stdout",
+    "stderr": "stderr",
+    "stdout_truncated": "stdout cut",
+    "stderr_truncated": "stderr cut",
+    "stdout_cut_bytes": "stdout bytes left out",
+    "stderr_cut_bytes": "stderr bytes left out",
+    "duration_ms": "Duration (ms)",
+    "error_code": "Error code",
+    "error_detail": "Error detail",
+    "created_at": "Started",
+    "finished_at": "Finished",
+}
+SHORT_COMMAND = 60
+SHORT_DETAIL = 80
+
+
+class ExecutionForm(forms.ModelForm):
+    """Only for its labels: every field of the trail is shown read-only."""
+
+    class Meta:
+        model = Execution
+        fields = "__all__"  # noqa: DJ007 (the audit row is shown whole, never edited)
+        labels = LABELS
+
+
+def duration_text(milliseconds: int | None) -> str:
+    """412 ms, 3.2 s, 12 min 5 s: a duration as a person reads it; "" when unknown."""
+    if milliseconds is None:
+        return ""
+    if milliseconds < 1000:
+        return f"{milliseconds} ms"
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
 @admin.register(Execution)
 class ExecutionAdmin(StaffMayRead, admin.ModelAdmin):
     """The audit trail is evidence: it can be read and filtered, never edited."""
 
+    form = ExecutionForm
     change_form_template = "admin/commands/execution/change_form.html"
-    list_display = ["created_at", "server_name", "action_type", "status", "exit_code", "who"]
+    list_display = [
+        "started",
+        "server_name",
+        "action_type",
+        "short_command",
+        "status",
+        "exit_code",
+        "duration",
+        "reason",
+        "who",
+    ]
     list_filter = ["status", "server_name", "action_type"]
-    search_fields = ["command", "server_name", "api_key_name", "username"]
+    # The search box: the command as sent, the server (as recorded, or as named now) and
+    # who asked.
+    search_fields = ["command", "server_name", "server__name", "api_key_name", "username"]
+    search_help_text = "Search the command, the server and who asked (API key or user)."
     date_hierarchy = "created_at"
     ordering = [RUNNING_FIRST.asc(), "-created_at", "-id"]
+
+    @admin.display(description="started", ordering="created_at")
+    def started(self, execution: Execution):
+        return execution.created_at
+
+    @admin.display(description="command", ordering="command")
+    def short_command(self, execution: Execution) -> str:
+        return Truncator(execution.command).chars(SHORT_COMMAND)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, execution: Execution) -> str:
+        return duration_text(execution.duration_ms)
+
+    @admin.display(description="reason", ordering="error_code")
+    def reason(self, execution: Execution) -> str:
+        """Why it did not succeed: the error code and the start of its detail."""
+        if not execution.error_code:
+            return ""
+        detail = Truncator(" ".join(execution.error_detail.split())).chars(SHORT_DETAIL)
+        return f"{execution.error_code}: {detail}" if detail else execution.error_code
 
     @admin.display(description="who")
     def who(self, execution: Execution) -> str:

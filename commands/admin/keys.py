@@ -1,4 +1,6 @@
-"""API keys in the admin: the library's create-once flow, plus our scopes."""
+"""API keys in the admin: the library's create-once flow, plus our scopes and quota."""
+
+import math
 
 from django import forms
 from django.contrib import admin
@@ -7,8 +9,10 @@ from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from commands import scopes
+from commands import quota, scopes
+from commands.exceptions import ServiceUnavailable
 from commands.models import ApiKey
+from commands.requests import Caller
 
 # The library registers its own (unused) APIKey model; ours is ApiKey.
 admin.site.unregister(LibraryAPIKey)
@@ -41,3 +45,21 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     @admin.display(description="scope")
     def scope(self, key: ApiKey) -> str:
         return scopes.describe(key)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "executions_left") if obj is not None else fields
+
+    @admin.display(description="executions left")
+    def executions_left(self, key: ApiKey) -> str:
+        """What the key has left of its quota now, as its X-RateLimit-* headers say it."""
+        try:
+            usage = quota.peek(Caller(api_key=key))
+        except ServiceUnavailable as exc:
+            return exc.detail
+        rate = quota.rate_of(Caller(api_key=key))
+        source = "its own" if key.rate else "HOMELAB_EXECUTE_RATE"
+        text = f"{usage.remaining} of {usage.limit} left (rate {rate}, {source})"
+        if usage.remaining < usage.limit:
+            text += f"; one more frees in {math.ceil(usage.reset)} s"
+        return text

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_slug
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
@@ -35,6 +36,14 @@ from commands.scopes import NO_EXECUTE_PERMISSION, may_execute
 
 class ServerForm(forms.ModelForm):
     """Pinning a host key by hand checks it as `trusthost` does: parseable, not weak."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "name" in self.fields:
+            # The model checks that the name is a slug, with a message that suggests one
+            # ("My NAS": e.g. my-nas); the form field's own check would only say "invalid".
+            field = self.fields["name"]
+            field.validators = [v for v in field.validators if v is not validate_slug]
 
     def clean_host_key(self) -> str:
         text = self.cleaned_data["host_key"].strip()

@@ -9,21 +9,32 @@ import datetime
 import re
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator, RegexValidator
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.pagination import LimitOffsetPagination
 
-from commands.models import TAG_MESSAGE, TAG_PATTERN, Batch, Execution, Server
+from commands.models import MAX_ID, TAG_MESSAGE, TAG_PATTERN, Batch, Execution, Server, parse_id
 
-# The largest id either database stores (a signed 64-bit integer): a bigger number would
-# overflow inside SQLite or PostgreSQL, and no row can have it anyway.
-MAX_ID = 2**63 - 1
+# What an id or a server name can look like: up to 64 letters, digits, - and _, not only
+# zeros (a name is a slug, never all digits; an id is all digits, from 1). The schema's
+# pattern (ECMA) and the check (Python: \Z, as $ would let a final newline by) say the
+# same; the largest id is checked apart (validate_id_range), as no pattern says it simply.
+SERVER_REF_PATTERN = "^[-a-zA-Z0-9_]*[-a-zA-Z1-9_][-a-zA-Z0-9_]*$"
+SERVER_REF = RegexValidator(
+    r"\A[-a-zA-Z0-9_]*[-a-zA-Z1-9_][-a-zA-Z0-9_]*\Z",
+    "Name a server by its id or its name (letters, digits, - and _), e.g. nas.",
+    code="invalid",
+)
 
 
-class IdFilter(filters.NumberFilter):
-    """A row id: a whole number from 1 to MAX_ID."""
-
-    field_class = forms.IntegerField
+def validate_id_range(value: str) -> None:
+    """All digits is an id, which is 1 to MAX_ID: 0 or a larger number names no server
+    ever, so it is a mistake to say so, not an empty list."""
+    if value.isascii() and value.isdecimal() and parse_id(value) is None:
+        raise ValidationError(f"A server id is a whole number from 1 to {MAX_ID}.", code="invalid")
 
 
 class UtcDateTimeFilter(filters.IsoDateTimeFilter):
@@ -38,6 +49,35 @@ class UtcDateTimeFilter(filters.IsoDateTimeFilter):
                 end = datetime.datetime.min if value.year == 1 else datetime.datetime.max
                 value = end.replace(tzinfo=datetime.UTC)
         return super().filter(qs, value)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": SERVER_REF_PATTERN,
+        "description": "Only this server's rows: its id or its name, as in URLs (e.g. 3 "
+        f"or nas). All digits is an id, from 1 to {MAX_ID}; anything else a name. A name "
+        "or id no server has gives no rows; 0, a larger number or any other value is a "
+        "400 `invalid`.",
+    }
+)
+class ServerRefFilter(filters.CharFilter):
+    """A server by id or name, as every URL names one (services.find_server): all ASCII
+    digits is its id, anything else its name."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # Not stripped: " nas" is refused as the schema's pattern refuses it.
+        validators = [SERVER_REF, MaxLengthValidator(64), validate_id_range]
+        super().__init__(*args, validators=validators, strip=False, **kwargs)
+
+    def filter(self, qs: QuerySet, value: str) -> QuerySet:
+        if value in ("", None):
+            return qs
+        if value.isdecimal():
+            return qs.filter(**{f"{self.field_name}_id": parse_id(value)})
+        return qs.filter(**{f"{self.field_name}__name": value})
 
 
 class TagsField(forms.Field):
@@ -88,15 +128,16 @@ class BatchFilter(filters.FilterSet):
         fields = ["status"]
 
 
+class IdFilter(filters.NumberFilter):
+    """A row id: a whole number from 1 to MAX_ID."""
+
+    field_class = forms.IntegerField
+
+
 class ExecutionFilter(filters.FilterSet):
     """GET executions/?server=&action_type=&status=&since=&batch=."""
 
-    server = IdFilter(
-        field_name="server",
-        min_value=1,
-        max_value=MAX_ID,
-        help_text="Only this server's id.",
-    )
+    server = ServerRefFilter(field_name="server")
     action_type = filters.CharFilter(help_text="Only this action type.")
     status = filters.ChoiceFilter(choices=Execution.Status.choices, help_text="Only this status.")
     since = UtcDateTimeFilter(

@@ -5,6 +5,7 @@ puts a traceback, a private key or a secret into a response.
 """
 
 import logging
+import math
 from typing import Any
 
 from django.conf import settings
@@ -30,8 +31,10 @@ from commands.observability.logfilters import mark_logged
 logger = logging.getLogger(__name__)
 
 # SSH failures an admin fixes in the configuration (pin the host key, install our key,
-# start sshd): expected, so one WARNING line each, not Django's ERROR for a 500.
+# start sshd): expected, so one line each of ours (with the server and the execution), not
+# Django's own request line. A changed host key may be a machine in the middle: an ERROR.
 EXPECTED_SSH_CODES = frozenset({"host_key_unknown", "ssh_auth_failed", "ssh_connect_failed"})
+ALARMING_SSH_CODES = frozenset({"host_key_mismatch"})
 
 INVALID_FIELDS = "The request is invalid; see errors for each field."
 JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json`."
@@ -39,6 +42,19 @@ JSON_BODY = "Send the body as a JSON object with `Content-Type: application/json
 
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
+
+
+def quota_headers(usage: Any) -> dict[str, str]:
+    """X-RateLimit-* for what the caller has left after the quota step (quota.Usage): the
+    limit per window, what remains, and whole seconds until one more frees (a delay, as
+    Retry-After, not a clock time). None when the request never reached the quota."""
+    if usage is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(usage.limit),
+        "X-RateLimit-Remaining": str(usage.remaining),
+        "X-RateLimit-Reset": str(math.ceil(usage.reset)),
+    }
 
 
 def as_domain_error(exc: Exception) -> HomelabError:
@@ -120,7 +136,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         logger.error("the database is not answering: %s", str(exc).strip())
         exc = ServiceUnavailable("The database (DATABASE_URL) is not answering; try again shortly.")
     if isinstance(exc, HomelabError):
-        if exc.code in EXPECTED_SSH_CODES:
+        if exc.code in EXPECTED_SSH_CODES | ALARMING_SSH_CODES:
             log_expected(exc, context)
         detail, extra = exc.detail, dict(exc.extra)
         if isinstance(exc, InvalidRequest) and exc.errors is not None:
@@ -131,6 +147,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             response["Retry-After"] = str(int(retry_after))
+        for name, value in quota_headers(exc.quota).items():
+            response[name] = value
         return response
 
     # Django's own 404/403 become DRF's, so they get a code like every other error.
@@ -166,7 +184,8 @@ def not_json(request: Any) -> bool:
 
 
 def log_expected(exc: HomelabError, context: dict[str, Any]) -> None:
-    """One WARNING line for an SSH failure the admin fixes, instead of Django's ERROR."""
+    """One line for an SSH failure the admin fixes, instead of Django's own: a WARNING, or
+    an ERROR for a changed host key."""
     from commands.models import Execution
 
     execution_id = exc.extra.get("execution_id")
@@ -176,7 +195,10 @@ def log_expected(exc: HomelabError, context: dict[str, Any]) -> None:
         else None
     ) or getattr(context.get("view"), "kwargs", {}).get("pk", "?")
     # The detail is what the client reads: it names the fix, never a key path.
-    logger.warning("%s on server %s (execution %s): %s", exc.code, server, execution_id, exc.detail)
+    level = logging.ERROR if exc.code in ALARMING_SSH_CODES else logging.WARNING
+    logger.log(
+        level, "%s on server %s (execution %s): %s", exc.code, server, execution_id, exc.detail
+    )
     request = context.get("request")
     if request is not None:
         mark_logged(request._request)

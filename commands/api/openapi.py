@@ -24,6 +24,25 @@ def error(status: int, code: str, detail: str, **extra) -> OpenApiExample:
     return example(code, status, {"detail": detail, "code": code, **extra})
 
 
+def quota_headers(statuses: list[int]) -> list[OpenApiParameter]:
+    """X-RateLimit-* (commands/api/handlers.py), sent once a request got past the quota."""
+    described = {
+        "X-RateLimit-Limit": "Executions this API key (or session user) may make per window "
+        "(its own rate, or HOMELAB_EXECUTE_RATE).",
+        "X-RateLimit-Remaining": "How many of them are left now, this request counted.",
+        "X-RateLimit-Reset": "Whole seconds until one more is available (the oldest counted "
+        "leaves the sliding window); 0 when none is counted. A delay, like Retry-After, "
+        "not a clock time.",
+    }
+    return [
+        OpenApiParameter(
+            name, OpenApiTypes.INT, location=OpenApiParameter.HEADER, response=statuses,
+            description=description,
+        )
+        for name, description in described.items()
+    ]  # fmt: skip
+
+
 execute_schema = extend_schema(
     request=ExecuteRequestSerializer,
     examples=[
@@ -134,11 +153,18 @@ execute_schema = extend_schema(
             execution_id=50,
         ),
         error(
-            500,
+            424,
             "host_key_unknown",
             "host key for nas (10.0.0.5:22) is not pinned; run `./manage.py trusthost "
             "nas` after checking the fingerprint",
             execution_id=47,
+        ),
+        error(
+            500,
+            "ssh_connect_failed",
+            "could not connect to nas (10.0.0.5:22): Connection refused; check the address, "
+            "the port and that sshd is running",
+            execution_id=51,
         ),
     ],
     parameters=[
@@ -156,6 +182,8 @@ execute_schema = extend_schema(
             response=[202],
             description="The started execution, /api/v1/executions/{id}/.",
         ),
+        # Not on refusals before the quota step (400, 401, 403, 404, 415): they use none.
+        *quota_headers([200, 202, 408, 409, 424, 429, 500, 503]),
     ],
     responses={
         200: ExecuteResultSerializer,
@@ -204,10 +232,17 @@ execute_schema = extend_schema(
             "`busy`: every runner slot stayed taken (see Retry-After); `interrupted`: the "
             "service shut down while the command ran (it was stopped on the server).",
         ),
+        424: OpenApiResponse(
+            ExecutionErrorSerializer,
+            description="Fix the server record: its SSH set-up failed before anything ran. "
+            "`host_key_unknown` (no host key pinned), `host_key_mismatch` (the server "
+            "presented another key), `ssh_auth_failed` (our key was refused, or the key file "
+            "is missing, unreadable or has a passphrase). Retrying as is cannot help.",
+        ),
         500: OpenApiResponse(
             ExecutionErrorSerializer,
-            description="SSH failure: `ssh_connect_failed`, `ssh_auth_failed`, "
-            "`host_key_mismatch`, `host_key_unknown`, `ssh_connection_lost`, `ssh_error`.",
+            description="SSH transport failure: `ssh_connect_failed` (not reachable, sshd "
+            "down), `ssh_connection_lost` (cut while the command ran), `ssh_error`.",
         ),
     },
 )
@@ -322,6 +357,7 @@ check_schema = extend_schema(
             response=[429],
             description="Whole seconds until the next check or execution is allowed.",
         ),
+        *quota_headers([200, 429]),
     ],
     responses={
         200: OpenApiResponse(

@@ -1,5 +1,7 @@
-"""drf-spectacular extensions: how our API-key authentication and our own fields appear in
-OpenAPI, and the postprocessing hooks that finish the schema."""
+"""drf-spectacular extensions and hooks: how our API-key authentication, our own fields, our
+paths and our error bodies appear in OpenAPI."""
+
+import re
 
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
@@ -21,11 +23,22 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         }
 
 
-def document_execute_without_slash(result, generator, request, public):
-    """Routes accept both forms; document the execute path as the contract spells it."""
+# An action on one object: POST .../{id}/<verb>/ (execute, check, cancel, stream-ticket).
+ACTION_PATH = re.compile(r".*/\{[^/}]+\}/[^{}]+/")
+
+
+def document_actions_without_slash(result, generator, request, public):
+    """One form for the docs and the schema: objects and lists end in a slash
+    (`servers/{id}/`), actions on an object do not (`executions/{id}/cancel`), as the
+    contract and the README spell them. The routes accept both forms."""
+
+    def spelled(path: str, operations: dict) -> str:
+        methods = {method for method in operations if method != "parameters"}
+        is_action = ACTION_PATH.fullmatch(path) and methods == {"post"}
+        return path.rstrip("/") if is_action else path
+
     paths = result.get("paths", {})
-    for path in [p for p in paths if p.endswith("/commands/execute/")]:
-        paths[path.rstrip("/")] = paths.pop(path)
+    result["paths"] = {spelled(path, ops): ops for path, ops in paths.items()}  # order kept
     return result
 
 

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from commands import audit, checks, quota, scopes, services
 from commands.api import clientip, openapi
 from commands.api.filters import ExecutionFilter, ServerFilter
-from commands.api.handlers import as_domain_error
+from commands.api.handlers import as_domain_error, quota_headers
 from commands.api.permissions import EXECUTE_PERMISSIONS
 from commands.api.serializers import (
     AllowedCommandSerializer,
@@ -146,10 +146,11 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         execution = services.request_execution(
             caller=caller_of(request), server_ref=str(pk), body=lambda: read_body(request)
         )
+        headers = quota_headers(getattr(execution, "quota", None))
         if execution.status == Execution.Status.RUNNING:  # wait: false
             started = ExecuteStartedSerializer(execution).data
-            return Response(started, status=202, headers={"Location": started["url"]})
-        return Response(ExecuteResultSerializer(execution).data)
+            return Response(started, status=202, headers={"Location": started["url"], **headers})
+        return Response(ExecuteResultSerializer(execution).data, headers=headers)
 
     @openapi.check_schema
     @action(
@@ -169,9 +170,9 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
             # As execute: an API client does not log in to a server an admin switched off.
             raise ServerDisabled(f"Server {server.name} is disabled; enable it in the admin.")
         # A check logs in over SSH like an execution: it uses the same per-key quota.
-        quota.take(who)
+        usage = quota.take(who)
         report = checks.check_server(server, hide_paths=True)
-        return Response(CheckReportSerializer(report).data)
+        return Response(CheckReportSerializer(report).data, headers=quota_headers(usage))
 
     def server_in_scope(self, who: Caller) -> Server | None:
         """The server to act on. For a server-limited key, None for any server outside its

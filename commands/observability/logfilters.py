@@ -1,9 +1,10 @@
 """Logging filters: keep Django's request log for the errors nobody else has logged.
 
-Django logs every 5xx response at ERROR on `django.request` ("Internal Server Error: ...").
-An SSH failure the admin fixes in the configuration (an unpinned host key, a refused key,
-sshd down) is an expected 500: commands/api/handlers.py logs it as one WARNING line with the
-code and the server, and marks the request so that the ERROR line is dropped here.
+Django logs every 4xx and 5xx response on `django.request` ("Failed Dependency: ...",
+"Internal Server Error: ..."). An SSH failure the admin fixes in the configuration (an
+unpinned or changed host key, a refused key: 424; sshd down: 500) is expected:
+commands/api/handlers.py logs it as one line of its own with the code and the server, and
+marks the request so that Django's line is dropped here.
 """
 
 from __future__ import annotations

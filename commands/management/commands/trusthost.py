@@ -31,10 +31,14 @@ def pin_host_key(
             command.style.WARNING(f"This REPLACES the pinned {ssh.fingerprint(server.host_key)}.")
         )
     if not yes:
-        if not interactive or not sys.stdin.isatty():
+        compare = "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the server"
+        if not interactive:
+            raise CommandError(f"Not pinned: compare the fingerprint with {compare}, then {how}.")
+        if not sys.stdin.isatty():
+            # No one can type yes here (a pipe, cron, a script): say so, not just "no".
             raise CommandError(
-                "Not pinned: compare the fingerprint with `ssh-keygen -lf "
-                f"/etc/ssh/ssh_host_ed25519_key.pub` run on the server, then {how}."
+                "Not pinned: stdin is not a terminal: add --yes after checking the "
+                f"fingerprint (compare it with {compare})."
             )
         answer = input("Pin this key? Type 'yes' to confirm: ")
         if answer.strip().lower() != "yes":
