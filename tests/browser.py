@@ -128,9 +128,10 @@ def chromium(*, network_log: bool = False) -> webdriver.Chrome:
             pytest.fail(f"{path} not found: run scripts/ensure-chromium (or `make test`).")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    if network_log:
-        # Chrome's DevTools "performance" log holds the Network.* events.
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    # Keep the console (errors, failed loads) for Browser.console_errors; with network_log
+    # also Chrome's DevTools "performance" log, which holds the Network.* events.
+    logs = {"browser": "ALL", **({"performance": "ALL"} if network_log else {})}
+    options.set_capability("goog:loggingPrefs", logs)
     for argument in (
         "--headless=new",
         "--no-sandbox",  # the tests run as root
@@ -138,8 +139,6 @@ def chromium(*, network_log: bool = False) -> webdriver.Chrome:
         "--window-size=1280,1400",
     ):
         options.add_argument(argument)
-    # Keep the console (errors, failed loads) for Browser.console_errors.
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 

@@ -257,7 +257,7 @@ def test_readme_step_5_explains_every_status():
     readme = (ROOT / "README.md").read_text()
     step = readme[readme.index("# 5. The audit trail") :].split("```", 1)[0]
     assert {status for status in Execution.Status.values if status not in step} == set()
-    assert "?status=error" in step
+    assert "status=error" in step  # e.g. ?server=nas&status=error
 
 
 def raw_post(port: int, path: str, key: str, body: bytes) -> bytes:

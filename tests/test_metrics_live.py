@@ -75,9 +75,11 @@ def test_a_scrape_after_real_executions_moves_each_counter_by_exactly_what_ran(s
         assert (status, body["exit_code"]) == (200, 0), body
     status, body = service.execute("quota", "sh -c 'echo oops >&2; exit 3'", "t_fail")
     assert (status, body["exit_code"]) == (200, 3), body
-    status, body = service.execute("quota", "rm -rf /", "t_echo")
+    status, body = service.execute("quota", "rm -rf /", "t_echo")  # uses no quota
     assert (status, body["code"]) == (400, "not_whitelisted"), body
-    status, body = service.execute("quota", "echo six", "t_echo")  # the 6th of 5/min
+    status, body = service.execute("quota", "echo five", "t_echo")  # the 5th of 5/min
+    assert (status, body["exit_code"]) == (200, 0), body
+    status, body = service.execute("quota", "echo six", "t_echo")  # the 6th
     assert (status, body["code"]) == (429, "throttled"), body
 
     after = samples_of(service.app.base, reader)
@@ -87,23 +89,23 @@ def test_a_scrape_after_real_executions_moves_each_counter_by_exactly_what_ran(s
 
     echo = {"server": "box", "action_type": "t_echo"}
     fail = {"server": "box", "action_type": "t_fail"}
-    assert moved("homelab_executions_total", **echo, status="succeeded") == 3
+    assert moved("homelab_executions_total", **echo, status="succeeded") == 4
     assert moved("homelab_executions_total", **fail, status="failed") == 1
     assert moved("homelab_executions_total", **echo, status="rejected") == 0  # counted by code
-    assert moved("homelab_execution_duration_seconds_count", **echo) == 3
+    assert moved("homelab_execution_duration_seconds_count", **echo) == 4
     assert moved("homelab_execution_duration_seconds_count", **fail) == 1
-    assert moved("homelab_execution_duration_seconds_bucket", **echo, le="+Inf") == 3
+    assert moved("homelab_execution_duration_seconds_bucket", **echo, le="+Inf") == 4
     assert moved("homelab_execution_duration_seconds_sum", **echo) > 0
     assert moved("homelab_rejected_total", code="not_whitelisted") == 1
     assert moved("homelab_rejected_total", code="key_scope") == 0
     assert moved("homelab_throttled_total") == 1
     assert value(after, "homelab_executions_running") == 0
-    # One pooled connection served all four runs, opened (and timed) once.
+    # One pooled connection served all five runs, opened (and timed) once.
     assert value(after, "homelab_ssh_connections", server="box") == 1
     assert value(after, "homelab_ssh_connect_seconds_count") == 1
     assert value(after, "homelab_build_info", version="0.1.0") == 1
     # No command string anywhere in a label.
-    sent = {"echo one", "echo two", f"echo {SECRET_WORD}", "rm -rf /", "echo six"}
+    sent = {"echo one", "echo two", f"echo {SECRET_WORD}", "rm -rf /", "echo five", "echo six"}
     assert not [key for key in after if any(v in sent or " " in v for _, v in key[1])]
 
 
