@@ -22,13 +22,10 @@ $(STAMP): requirements.txt
 migrate: $(STAMP) .dev-secret-key
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)} $(BIN)/python manage.py migrate --noinput
 
-run: migrate
-	@export DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-$$(cat .dev-secret-key)}; \
-	$(BIN)/python manage.py collectstatic --noinput -v 0 && \
-	$(BIN)/python manage.py markinterrupted && \
-	{ [ -z "$$PROMETHEUS_MULTIPROC_DIR" ] || $(BIN)/python manage.py resetmetrics; } && \
-	echo "homelab on http://$(HOST):$(PORT)/  API docs: http://$(HOST):$(PORT)/api/docs  admin: http://$(HOST):$(PORT)/admin/" && \
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) homelab.asgi:application
+# One process migrates (when needed), collects static files, runs markinterrupted and
+# resetmetrics, then serves with daphne: Django loads once (commands/management/commands/serve.py).
+run: $(STAMP) .dev-secret-key
+	@exec $(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # `make manage ARGS="trusthost nas"`: ./manage.py (settings read .dev-secret-key), after
 # `migrate` only when a migration is pending, and then quietly: `migrate --check` is a

@@ -45,7 +45,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 INSTALLED_APPS = [
-    "daphne",
+    # No "daphne" app: it only swaps runserver for daphne's, and importing it (twisted, its
+    # reactor, TLS) cost every manage.py call ~0.3 s. `make run` starts daphne itself.
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -206,6 +207,9 @@ HOMELAB_STREAM_LIMIT = env_int(
 HOMELAB_STREAM_RETENTION_SECONDS = env_int(
     "HOMELAB_STREAM_RETENTION_SECONDS", 120, minimum=1, maximum=7 * 24 * 3600
 )
+# POST .../commands/execute from a script (an API key, JSON, no browser) answered without
+# Django's request machinery, by the same pipeline (commands/api/fastpath.py); 0: off.
+HOMELAB_FAST_EXECUTE = env_bool("HOMELAB_FAST_EXECUTE", True)
 # Fleet: the most servers one batch may target (docs/fleet.md).
 HOMELAB_BATCH_MAX_SERVERS = env_int("HOMELAB_BATCH_MAX_SERVERS", 100, minimum=1, maximum=10000)
 

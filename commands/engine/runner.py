@@ -187,7 +187,7 @@ class Runner:
             return work(run)
         finally:
             self._done(run)
-            _close_db_connections()
+            close_idle_connections()
 
     def _done(self, run: Run) -> None:
         with self._lock:
@@ -250,9 +250,10 @@ class Runner:
                 logger.exception("could not close the rows of the stopped commands")
 
 
-def _close_db_connections() -> None:
-    # Threads are reused: never leave a server connection open past its CONN_MAX_AGE (0
-    # by default: closed after each task) or broken. A SQLite connection is a file handle
+def close_idle_connections() -> None:
+    """After a task on a reused thread (a runner's, an HTTP pool's): close its server
+    connections past their CONN_MAX_AGE (0 by default: each task) or broken."""
+    # Never leave a server connection open past its CONN_MAX_AGE or broken. A SQLite connection is a file handle
     # nothing cuts: a runner thread keeps its own (a connect less per task). Imported here
     # so this module stays importable without Django set up.
     from django.db import connections

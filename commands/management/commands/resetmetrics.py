@@ -25,9 +25,16 @@ class Command(BaseCommand):
                 "nothing to reset."
             )
             return
-        removed = 0
-        for path in Path(directory).iterdir():
-            if path.is_file() and METRIC_FILE.fullmatch(path.name):
-                path.unlink(missing_ok=True)
-                removed += 1
+        removed = reset(Path(directory))
         self.stdout.write(f"Removed {removed} metric file(s) from {directory}.")
+
+
+def reset(directory: Path, *, keep_pid: int | None = None) -> int:
+    """Delete the metric files in directory (but those of process keep_pid); how many."""
+    removed = 0
+    for path in directory.iterdir():
+        found = METRIC_FILE.fullmatch(path.name)
+        if path.is_file() and found and not path.name.endswith(f"_{keep_pid}.db"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
