@@ -109,6 +109,10 @@ try:
     }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"].get("CONN_MAX_AGE"):
+    # A connection kept between requests is checked before its first use in each: one a
+    # restart or idle_session_timeout cut is replaced instead of failing a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves concurrent requests from threads: WAL lets readers
     # and a writer overlap, IMMEDIATE takes the write lock up front (no upgrade
