@@ -8,10 +8,13 @@ machine noise hits every variant alike:
   raw paramiko (floor)        a reused paramiko transport with TCP_NODELAY, `true`
   ssh, ControlMaster          `ssh -o ControlMaster=auto -o ControlPath=... -o
                               ControlPersist=...` through a warm master (a process per call)
-  ssh, fresh connection       `ssh ... true`: TCP, key exchange, auth each time
+  ssh, fresh connection       `ssh ... true`: TCP, key exchange, auth each time; and the
+                              same running homelab's wrapped `true` (same work, cold)
   ansible -m command          ansible-core ad hoc, its own ControlPersist master, pipelining
   HTTP embedded               POST .../execute, one daphne, SQLite; keep-alive (as a script
-                              with requests.Session), and a new TCP connection per request
+                              with requests.Session), and a new TCP connection per request;
+                              and cold: each on a server row of its own (same sshd) with
+                              no pooled connection yet (TCP, key exchange, auth each time)
   HTTP scale-out              POST .../execute, 4 daphne workers on one port, PostgreSQL
                               (a throwaway database), Redis db 14; keep-alive; and the same
                               with HOMELAB_DB_POOL_SIZE=8 (Django's PostgreSQL pool, opt-in)
@@ -140,7 +143,8 @@ def main() -> None:
         ansible, ansible_env = ansible_setup(bench, daemon, known_hosts)
 
         embedded = bench.embedded_env()
-        embedded_key = bench.set_up(embedded, [daemon])
+        # box0 is the warm server; box1.. each take one cold command (a connection of its own).
+        embedded_key = bench.set_up(embedded, [daemon] * (args.fresh_runs + 2))
         embedded_port, _ = bench.workers(embedded, 1)
         scale_out = bench.scale_out_env()
         scale_key = bench.set_up(scale_out, [daemon])
@@ -152,6 +156,7 @@ def main() -> None:
         scaled = Client(scale_port, scale_key)
         pooled = Client(pooled_port, scale_key)
         transport = raw_transport(daemon, bench.key)
+        cold_servers = iter(range(1, args.fresh_runs + 2))
 
         http_embedded = "HTTP embedded (1 daphne, SQLite), keep-alive"
         http_scale = f"HTTP scale-out ({args.workers} daphne, PostgreSQL, Redis), keep-alive"
@@ -163,6 +168,11 @@ def main() -> None:
             "ssh, ControlMaster, homelab's wrapped `true` (same work)": (
                 lambda: ssh_run(multiplexed, daemon, WRAPPED_TRUE), runs),
             "ssh, fresh connection": (lambda: ssh_run(fresh, daemon), args.fresh_runs),
+            "ssh, fresh connection, homelab's wrapped `true` (same work)": (
+                lambda: ssh_run(fresh, daemon, WRAPPED_TRUE), args.fresh_runs),
+            "HTTP embedded, cold (no pooled connection yet)": (
+                lambda: kept.execute(f"box{next(cold_servers)}", "true", "t_true"),
+                args.fresh_runs),
             "ansible -m command (ControlPersist, pipelining)": (
                 lambda: ansible_run(ansible, ansible_env, bench.work), args.ansible_runs),
             http_embedded: (lambda: kept.execute("box0", "true", "t_true"), runs),
@@ -202,6 +212,18 @@ def main() -> None:
     p50 = stats[http_embedded][0]
     print(row("HTTP embedded: p50 / ControlMaster doing the same work", f"{p50 / same_work:.2f}x",
               "(info)", None))  # fmt: skip
+    print()
+    print(header("Issue 20, goals 1 and 2, same run"))
+    for name, goal in ((http_embedded, 1.0), (http_pooled, 1.2)):
+        p50, p95 = stats[name]
+        label = "embedded" if name == http_embedded else "scale-out, pool"
+        print(row(f"HTTP {label}: p50 / ControlMaster same work p50", f"{p50 / same_work:.2f}x",
+                  f"<= {goal}x", p50 <= goal * same_work))  # fmt: skip
+        print(row(f"HTTP {label}: p95 / p50", f"{p95 / p50:.2f}x", "<= 2x", p95 <= 2 * p50))
+    cold = stats["HTTP embedded, cold (no pooled connection yet)"][0]
+    fresh_same = stats["ssh, fresh connection, homelab's wrapped `true` (same work)"][0]
+    print(row("HTTP cold first command p50 / fresh ssh same work p50",
+              f"{cold / fresh_same:.2f}x", "<= 1.0x", cold <= fresh_same))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -206,7 +206,8 @@ class AllowedCommandQuerySet(models.QuerySet):
 
     def usable_on(self, server: Server | None) -> "AllowedCommandQuerySet":
         """The rules that may run on server: those for every server and those limited to
-        it (enabled or not). The one place this is decided; None means no server."""
+        it (enabled or not); None means no server. rules.find applies the same rule to one
+        row (all_servers, or listed), the way an execute needs it."""
         if server is None:
             return self
         limited_to_it = AllowedCommand.servers.through.objects.filter(server_id=server.pk)

@@ -24,12 +24,18 @@ def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
 
 
 def find(action_type: str, server: Server | None = None) -> AllowedCommand | None:
-    """The enabled rule named action_type that may run on server, if there is one."""
-    return (
-        AllowedCommand.objects.usable_on(server)
-        .filter(action_type=action_type, enabled=True)
-        .first()
+    """The enabled rule named action_type that may run on server, if there is one.
+
+    action_type is unique: one plain query for the rule, and for a rule limited to some
+    servers one more for whether server is one of them (usable_on's rule, per row); on
+    the hot path of every execute this is cheaper than usable_on's subquery."""
+    rule = AllowedCommand.objects.filter(action_type=action_type, enabled=True).first()
+    if rule is None or server is None or rule.all_servers:
+        return rule
+    listed = AllowedCommand.servers.through.objects.filter(
+        allowedcommand_id=rule.pk, server_id=server.pk
     )
+    return rule if listed.exists() else None
 
 
 def find_or_refuse(action_type: str, server: Server | None = None) -> AllowedCommand:

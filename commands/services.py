@@ -159,11 +159,13 @@ def find_server(server_ref: str, caller: Caller) -> Server | None:
     ref = str(server_ref)
     pk = parse_id(ref)
     if pk is not None:
-        server = servers.filter(pk=pk).first()
+        lookup = {"pk": pk}
     elif ref.isascii() and ref.isdecimal():
-        server = None  # 0, or past the largest id a database stores
+        lookup = None  # 0, or past the largest id a database stores
     else:
-        server = servers.filter(name=ref).first()
+        lookup = {"name": ref}
+    # Both are unique: no ordering to compile (first() would add one; every execute is here).
+    server = next(iter(servers.filter(**lookup).order_by()[:1]), None) if lookup else None
     if server is None and not scopes.limits_servers(caller.api_key):
         raise ServerNotFound(f"No server with id or name {ref!r}.")
     return server

@@ -7,6 +7,8 @@ daphne (what `make run` serves) and uvicorn are both supported.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
 import threading
 
@@ -59,6 +61,41 @@ def stop_commands_when_uvicorn_stops() -> None:
 
     handle_exit.homelab = True
     server_class.handle_exit = handle_exit
+
+
+def nodelay_on_uvicorns_inherited_sockets() -> None:
+    """uvicorn --fd (a socket from a process manager or systemd) takes the inherited socket
+    for a Unix one (socket.fromfd(fd, AF_UNIX, ...)), so asyncio never sets TCP_NODELAY on
+    its TCP connections; an answer written as two pieces (headers, then body: every ASGI
+    answer) then waits ~40 ms for the client's delayed ACK (Nagle's algorithm). Measured:
+    a keep-alive 404 took 44 ms instead of 2 ms (docs/performance.md). Set it on each
+    connection; on a real Unix socket the call fails and is ignored.
+
+    Can go when uvicorn asks the kernel for the inherited socket's family
+    (socket.socket(fileno=fd)); rerun bench/compare.py's uvicorn rows without it.
+    """
+    if "uvicorn.config" not in sys.modules:  # not run by uvicorn
+        return
+    import importlib
+
+    for name, cls in (("httptools_impl", "HttpToolsProtocol"), ("h11_impl", "H11Protocol")):
+        try:  # uvicorn imports its protocol after the app: import it first, to patch it
+            protocol = getattr(importlib.import_module(f"uvicorn.protocols.http.{name}"), cls)
+        except ImportError:  # that HTTP parser is not installed
+            continue
+        if getattr(protocol.connection_made, "homelab", False):
+            continue
+        original = protocol.connection_made
+
+        def connection_made(self, transport, original=original) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # a real Unix socket: nothing to do
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            original(self, transport)
+
+        connection_made.homelab = True
+        protocol.connection_made = connection_made
 
 
 # How long a client may take to read what is queued for it, then answer our close frame.
@@ -137,6 +174,7 @@ def log_daphne_access_as_json() -> None:
 def apply() -> None:
     stop_commands_when_daphne_stops()
     stop_commands_when_uvicorn_stops()
+    nodelay_on_uvicorns_inherited_sockets()
     let_slow_readers_finish()
     give_every_status_its_reason_phrase()
     log_daphne_access_as_json()

@@ -33,7 +33,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import RequestDataTooBig
-from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.parsers import JSONParser
@@ -43,10 +42,11 @@ from commands import services
 from commands.api import clientip
 from commands.api.authentication import KEYWORD, authenticate_key, raw_key
 from commands.api.handlers import api_exception_handler, as_domain_error, error_body, quota_headers
-from commands.api.serializers import ExecuteResultSerializer, ExecuteStartedSerializer
+from commands.api.serializers import ExecuteStartedSerializer
 from commands.engine.runner import close_idle_connections
 from commands.models import Execution
 from commands.requests import Caller
+from commands.results import result_of
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,10 @@ class _Request:
 
 def answer(scope: dict, ref: str, raw: str, body: bytes, too_large: bool) -> tuple:
     """(status, headers, body) of the execute view for this request, on a pool thread."""
-    # As at the start of a Django request: a connection kept (DATABASE_CONN_MAX_AGE) is
-    # checked again before its first use (CONN_HEALTH_CHECKS), or closed when obsolete.
-    close_old_connections()
+    # As at the start of a Django request: a server connection kept (DATABASE_CONN_MAX_AGE)
+    # is checked again before its first use (CONN_HEALTH_CHECKS), or closed when obsolete;
+    # this thread's SQLite connection is kept.
+    close_idle_connections()
     try:
         key = authenticate_key(raw)
         caller = Caller(key, key.owner or AnonymousUser(), clientip.from_scope(scope))
@@ -165,7 +166,7 @@ def answer(scope: dict, ref: str, raw: str, body: bytes, too_large: bool) -> tup
             data = ExecuteStartedSerializer(execution).data
             status, extra = 202, {"Location": data["url"], **extra}
         else:
-            data, status = ExecuteResultSerializer(execution).data, 200
+            data, status = result_of(execution), 200
     except Exception as exc:
         try:
             status, data, extra = refusal(exc, ref)

@@ -19,7 +19,6 @@ from commands.api.permissions import EXECUTE_PERMISSIONS
 from commands.api.serializers import (
     AllowedCommandSerializer,
     CheckReportSerializer,
-    ExecuteResultSerializer,
     ExecuteStartedSerializer,
     ExecutionSerializer,
     ServerSerializer,
@@ -31,6 +30,7 @@ from commands.live.tickets import TICKET_SECONDS, issue_ticket
 from commands.models import AllowedCommand, ApiKey, Execution, Server
 from commands.quota import ExecuteRateThrottle
 from commands.requests import Caller
+from commands.results import result_of
 
 
 def key_of(request: Request) -> ApiKey | None:
@@ -150,7 +150,7 @@ class ServerViewSet(viewsets.ReadOnlyModelViewSet):
         if execution.status == Execution.Status.RUNNING:  # wait: false
             started = ExecuteStartedSerializer(execution).data
             return Response(started, status=202, headers={"Location": started["url"], **headers})
-        return Response(ExecuteResultSerializer(execution).data, headers=headers)
+        return Response(result_of(execution), headers=headers)
 
     @openapi.check_schema
     @action(
