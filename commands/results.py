@@ -14,8 +14,18 @@ import json
 from enum import StrEnum
 from typing import Any, Protocol
 
-# The output of one command, as the row stores it and every answer shows it.
-OUTPUT_FIELDS = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
+# The output of one command, as the row stores it and every answer shows it. `stdout` and
+# `stderr` are at most HOMELAB_OUTPUT_LIMIT bytes in UTF-8 with nothing added: when a
+# stream was longer, `*_cut_bytes` says how many of its bytes were left out (between its
+# beginning and its end) and `*_truncated` is true. A display adds a marker; the data never.
+OUTPUT_FIELDS = (
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+    "stdout_cut_bytes",
+    "stderr_cut_bytes",
+)
 # The synchronous 200 body (after `execution_id`).
 RESULT_FIELDS = (
     "exit_code",
@@ -24,6 +34,8 @@ RESULT_FIELDS = (
     "duration_ms",
     "stdout_truncated",
     "stderr_truncated",
+    "stdout_cut_bytes",
+    "stderr_cut_bytes",
 )
 # The `result` frame: the 200 body plus how the execution ended.
 RESULT_FRAME_FIELDS = (*RESULT_FIELDS, "status", "error_code", "error_detail")
@@ -33,6 +45,8 @@ NO_OUTPUT: dict[str, Any] = {
     "stderr": "",
     "stdout_truncated": False,
     "stderr_truncated": False,
+    "stdout_cut_bytes": 0,
+    "stderr_cut_bytes": 0,
 }
 
 
@@ -43,6 +57,8 @@ class Output(Protocol):
     stderr: str
     stdout_truncated: bool
     stderr_truncated: bool
+    stdout_cut_bytes: int
+    stderr_cut_bytes: int
 
 
 def output_of(result: Output | None) -> dict[str, Any]:
@@ -50,6 +66,11 @@ def output_of(result: Output | None) -> dict[str, Any]:
     if result is None:
         return dict(NO_OUTPUT)
     return {name: getattr(result, name) for name in OUTPUT_FIELDS}
+
+
+def cut_note(cut_bytes: int) -> str:
+    """What a display (the admin) shows after a stream that was cut; never in the data."""
+    return f"[... {cut_bytes} bytes cut from the middle ...]" if cut_bytes else ""
 
 
 def result_of(execution: Any) -> dict[str, Any]:

@@ -44,6 +44,25 @@ execute_schema = extend_schema(
                 "duration_ms": 7,
                 "stdout_truncated": False,
                 "stderr_truncated": False,
+                "stdout_cut_bytes": 0,
+                "stderr_cut_bytes": 0,
+            },
+        ),
+        example(
+            "ran, output cut",
+            200,
+            {
+                "execution_id": 51,
+                "exit_code": 0,
+                # At most HOMELAB_OUTPUT_LIMIT bytes: its first and its last half, nothing
+                # between them; the field says how much was left out.
+                "stdout": "Reading package lists...\n... 0 upgraded, 0 newly installed.\n",
+                "stderr": "",
+                "duration_ms": 5211,
+                "stdout_truncated": True,
+                "stderr_truncated": False,
+                "stdout_cut_bytes": 183302,
+                "stderr_cut_bytes": 0,
             },
         ),
         error(
@@ -95,6 +114,8 @@ execute_schema = extend_schema(
             stderr="",
             stdout_truncated=False,
             stderr_truncated=False,
+            stdout_cut_bytes=0,
+            stderr_cut_bytes=0,
         ),
         example(
             "started (wait: false)",
@@ -115,6 +136,8 @@ execute_schema = extend_schema(
             stderr="",
             stdout_truncated=False,
             stderr_truncated=False,
+            stdout_cut_bytes=0,
+            stderr_cut_bytes=0,
         ),
         error(429, "throttled", "Request was throttled. Expected available in 42 seconds."),
         error(503, "unavailable", "The rate-limit store (Redis, REDIS_URL) is not answering."),

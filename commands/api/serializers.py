@@ -172,3 +172,9 @@ class ExecutionErrorSerializer(ErrorSerializer):
     stderr = serializers.CharField(required=False)
     stdout_truncated = serializers.BooleanField(required=False)
     stderr_truncated = serializers.BooleanField(required=False)
+    stdout_cut_bytes = serializers.IntegerField(
+        required=False, min_value=0, help_text="Bytes of stdout left out of `stdout` (0: none)."
+    )
+    stderr_cut_bytes = serializers.IntegerField(
+        required=False, min_value=0, help_text="Bytes of stderr left out of `stderr` (0: none)."
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from commands import ssh
 from commands.engine import framelog
-from commands.results import Frame, output_frame, truncated_frame
+from commands.results import OUTPUT_FIELDS, Frame, output_frame, truncated_frame
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,13 @@ class LiveOutput:
             logger.warning("could not publish the output so far of execution %s", self.execution_id)
 
     def snapshot(self) -> dict[str, Any]:
-        out, err = self._kept["stdout"], self._kept["stderr"]
-        return {
-            "stdout": out.text(),
-            "stderr": err.text(),
-            "stdout_truncated": out.truncated,
-            "stderr_truncated": err.truncated,
-        }
+        """The output fields (results.OUTPUT_FIELDS) of what was read so far."""
+        fields: dict[str, Any] = {}
+        for name, kept in self._kept.items():
+            fields[name] = kept.text()
+            fields[f"{name}_truncated"] = kept.truncated
+            fields[f"{name}_cut_bytes"] = kept.cut_bytes
+        return {name: fields[name] for name in OUTPUT_FIELDS}
 
     def flush(self) -> None:
         """Publish what the decoders still hold and the last snapshot (at the end of a run)."""
