@@ -268,33 +268,36 @@ stream_ticket_schema = extend_schema(
 CHECK_PASSED = {
     "server": "nas",
     "ok": True,
+    "code": None,
     "steps": [
         {"name": "tcp", "label": "TCP reachable", "ok": True, "ms": 0.4,
-         "detail": "10.0.0.5:22 accepted the connection", "fix": ""},
+         "detail": "10.0.0.5:22 accepted the connection", "fix": "", "code": None},
         {"name": "host_key", "label": "Host key matches the pin", "ok": True, "ms": 9.1,
          "detail": "256 SHA256:GU6TL7m2vqOmhP2pJ7FfcPR2zCdMK03u1OjkqZDNeW0 (ED25519)",
-         "fix": ""},
+         "fix": "", "code": None},
         {"name": "key_file", "label": "Private key usable", "ok": True, "ms": 0.6,
          "detail": "<key file>: public half 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZ"
-         "OdKjN0vZA (ED25519)", "fix": ""},
+         "OdKjN0vZA (ED25519)", "fix": "", "code": None},
         {"name": "auth", "label": "Public-key login accepted", "ok": True, "ms": 5.2,
          "detail": "logged in as root with 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZOdK"
-         "jN0vZA (ED25519)", "fix": ""},
+         "jN0vZA (ED25519)", "fix": "", "code": None},
         {"name": "timeout", "label": "`timeout` (coreutils) present", "ok": True, "ms": 4.8,
-         "detail": "/usr/bin/timeout", "fix": ""},
+         "detail": "/usr/bin/timeout", "fix": "", "code": None},
         {"name": "round_trip", "label": "No-op round trip", "ok": True, "ms": 3.9,
-         "detail": "`true` exited 0", "fix": ""},
+         "detail": "`true` exited 0", "fix": "", "code": None},
     ],
 }  # fmt: skip
 CHECK_FAILED = {
     "server": "nas",
     "ok": False,
+    "code": "ssh_connect_failed",
     "steps": [
         {"name": "tcp", "label": "TCP reachable", "ok": False, "ms": 0.3,
          "detail": "10.0.0.5:2222: Connection refused",
          "fix": "Is sshd running on 10.0.0.5:2222? Check the hostname and port on the "
-         "server's page, and any firewall."},
-        *[{"name": name, "label": label, "ok": None, "ms": None, "detail": "", "fix": ""}
+         "server's page, and any firewall.", "code": "ssh_connect_failed"},
+        *[{"name": name, "label": label, "ok": None, "ms": None, "detail": "", "fix": "",
+           "code": None}
           for name, label in [("host_key", "Host key matches the pin"),
                               ("key_file", "Private key usable"),
                               ("auth", "Public-key login accepted"),

@@ -136,6 +136,13 @@ class CheckStepSerializer(serializers.Serializer):
     fix = serializers.CharField(
         allow_blank=True, help_text="For the failed step: how to fix it; empty otherwise."
     )
+    code = serializers.CharField(
+        allow_null=True,
+        help_text="For the failed step: a stable code, the one execute answers for the same "
+        "fault (`ssh_connect_failed`, `host_key_unknown`, `host_key_mismatch`, "
+        "`ssh_auth_failed`, `ssh_error`) or one of the check's own (`timeout_missing`, "
+        "`round_trip_failed`, `check_error`); null for a step that passed or did not run.",
+    )
 
 
 class CheckReportSerializer(serializers.Serializer):
@@ -143,6 +150,9 @@ class CheckReportSerializer(serializers.Serializer):
 
     server = serializers.CharField(help_text="The server's name.")
     ok = serializers.BooleanField(help_text="Whether every step passed.")
+    code = serializers.CharField(
+        allow_null=True, help_text="The failed step's `code`; null when every step passed."
+    )
     steps = CheckStepSerializer(many=True, help_text="Every step, run or not, in order.")
 
 
