@@ -156,7 +156,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A receive blocks in Redis for up to 5 s (channels_redis' brpop_timeout), and
+            # redis-py's default socket timeout is 5 s too: every idle receive timed out
+            # client-side ("cancel listener lost the channel layer (TimeoutError)" every
+            # 6 s). The read may wait longer than the block; a `socket_timeout` in
+            # REDIS_URL still wins.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
         }
     }
 else:
@@ -280,12 +285,17 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
     # as a WARNING by commands/api/handlers.py, not again as Django's "Internal Server Error".
-    "filters": {"skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"}},
+    "filters": {
+        "skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"},
+        "one_line": {"()": "commands.observability.logfilters.OneLine"},
+    },
     "root": {"handlers": ["console"], "level": env_choice("DJANGO_LOG_LEVEL", "INFO", LOG_LEVELS)},
     "loggers": {
         # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines
         # carry the error code, so keep its noise (and anything it might echo) out.
         "paramiko": {"level": "CRITICAL", "propagate": False},
         "django.request": {"filters": ["skip_logged_errors"]},
+        # A bad Host header (a scanner, a misconfigured proxy): a 400 and one line.
+        "django.security.DisallowedHost": {"filters": ["one_line"]},
     },
 }
