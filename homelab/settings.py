@@ -210,6 +210,10 @@ HOMELAB_STREAM_LIMIT = env_int(
 HOMELAB_STREAM_RETENTION_SECONDS = env_int(
     "HOMELAB_STREAM_RETENTION_SECONDS", 120, minimum=1, maximum=7 * 24 * 3600
 )
+# How long the end of a command is retried when the database does not take it (a restart,
+# a failover), the result held in memory meanwhile; past it the waiting caller gets 503
+# `unavailable` with the result (commands/engine/record.py). 0: one attempt only.
+HOMELAB_RECORD_RETRY_SECONDS = env_int("HOMELAB_RECORD_RETRY_SECONDS", 30, minimum=0, maximum=3600)
 # Fleet: the most servers one batch may target (docs/fleet.md).
 HOMELAB_BATCH_MAX_SERVERS = env_int("HOMELAB_BATCH_MAX_SERVERS", 100, minimum=1, maximum=10000)
 

@@ -213,9 +213,12 @@ execute_schema = extend_schema(
         ),
         503: OpenApiResponse(
             ExecutionErrorSerializer,
-            description="`unavailable`: the rate-limit store (Redis) is not answering; "
-            "`busy`: every runner slot stayed taken (see Retry-After); `interrupted`: the "
-            "service shut down while the command ran (it was stopped on the server).",
+            description="`unavailable`: the rate-limit store (Redis) is not answering; or "
+            "the command ran but the database did not take its result within "
+            "HOMELAB_RECORD_RETRY_SECONDS (the body carries the result: `status`, "
+            "`exit_code`, `stdout`, ...); `busy`: every runner slot stayed taken (see "
+            "Retry-After); `interrupted`: the service shut down while the command ran (it "
+            "was stopped on the server).",
         ),
         500: OpenApiResponse(
             ExecutionErrorSerializer,
@@ -248,7 +251,10 @@ cancel_schema = extend_schema(
         ),
         404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
         409: OpenApiResponse(
-            ErrorSerializer, description="`not_running`: the execution has already ended."
+            ErrorSerializer,
+            description="`not_running`: the execution has already ended. Also when its "
+            "command has ended but the database has not taken its result (the row still "
+            "says running): the detail says how it ended and that the write is retried.",
         ),
     },
     examples=[error(409, "not_running", "Execution 42 is not running (it is succeeded).")],

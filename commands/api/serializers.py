@@ -175,9 +175,19 @@ class BadRequestErrorSerializer(ErrorSerializer):
 
 
 class ExecutionErrorSerializer(ErrorSerializer):
-    """A 408 or 500 after the audit row was written; a timeout carries partial output."""
+    """A 408, 409, 500 or 503 after the audit row was written; a timeout, a cancel and a
+    lost connection carry the output so far. A 503 `unavailable` for a command that ran
+    but whose result the database did not take carries the whole result (`status`,
+    `exit_code`, ...)."""
 
     execution_id = serializers.IntegerField(help_text="The audit row of this attempt.")
+    status = serializers.CharField(
+        required=False, help_text="With a result not recorded: how the command ended."
+    )
+    exit_code = serializers.IntegerField(required=False, allow_null=True)
+    duration_ms = serializers.IntegerField(required=False, allow_null=True)
+    error_code = serializers.CharField(required=False, allow_blank=True)
+    error_detail = serializers.CharField(required=False, allow_blank=True)
     stdout = serializers.CharField(required=False)
     stderr = serializers.CharField(required=False)
     stdout_truncated = serializers.BooleanField(required=False)
