@@ -96,30 +96,47 @@ class FrameType(StrEnum):
 
 
 class Frame:
-    """One stream frame: its type, its execution, its other fields, and its JSON (made once:
-    the same frame may go to several logs and many subscribers)."""
+    """One stream frame: its type, its execution, its other fields, kept only as its JSON
+    in UTF-8 (`data`), made once: the same frame may go to several logs and many
+    subscribers. Bytes are the compact form: a str of the same output takes up to four
+    bytes a character (one astral character in it is enough), and keeping the fields as
+    well was a second copy, ~10 MB per MiB of random output (bench/stream_memory.py)."""
 
-    __slots__ = ("_text", "execution_id", "fields", "type")
+    __slots__ = ("data", "execution_id", "type")
 
     def __init__(self, type: FrameType | str, execution_id: int | None, **fields: Any) -> None:
         self.type = FrameType(type)
         self.execution_id = execution_id
-        self.fields = fields
-        self._text: str | None = None
+        body = {"type": self.type.value, "execution_id": execution_id, **fields}
+        # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        try:
+            self.data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (never in output): escaped instead
+            self.data = json.dumps(body, separators=(",", ":")).encode()
 
     @property
     def text(self) -> str:
-        if self._text is None:
-            body = {"type": self.type.value, "execution_id": self.execution_id, **self.fields}
-            # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
-            self._text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        return self._text
+        """The frame's JSON, as a WebSocket text message takes it."""
+        return self.data.decode()
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The fields beyond type and execution_id (read back from the JSON)."""
+        body = json.loads(self.data)
+        body.pop("type")
+        body.pop("execution_id", None)
+        return body
 
     @classmethod
-    def decode(cls, text: str | bytes) -> Frame:
-        body = json.loads(text)
-        frame = cls(body.pop("type"), body.pop("execution_id", None), **body)
-        frame._text = text if isinstance(text, str) else text.decode()
+    def decode(cls, raw: str | bytes) -> Frame:
+        """A frame from its JSON, kept as it came (a Redis list holds the bytes)."""
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+        body = json.loads(data)
+        frame = cls.__new__(cls)
+        frame.type = FrameType(body["type"])
+        frame.execution_id = body.get("execution_id")
+        frame.data = data
         return frame
 
     def with_fields(self, **fields: Any) -> Frame:
@@ -131,21 +148,27 @@ class Frame:
         return self.type in (FrameType.RESULT, FrameType.SUMMARY)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Frame) and self.text == other.text
+        return isinstance(other, Frame) and self.data == other.data
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash(self.data)
 
     def __repr__(self) -> str:
-        return f"Frame({self.text[:120]})"
+        return f"Frame({self.data[:120].decode(errors='replace')})"
 
 
-def output_frame(execution_id: int, stream: str, data: str) -> Frame:
-    return Frame(FrameType.OUTPUT, execution_id, stream=stream, data=data)
+def output_size(text: str) -> int:
+    """What text costs in an output frame: its JSON string, escapes included, in UTF-8 (a
+    stream's limit counts this, so a log holds at most the limit whatever the bytes)."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
-def truncated_frame(execution_id: int, stream: str) -> Frame:
-    return Frame(FrameType.TRUNCATED, execution_id, stream=stream)
+def output_frame(execution_id: int, stream: str, data: str, **extra: Any) -> Frame:
+    return Frame(FrameType.OUTPUT, execution_id, stream=stream, data=data, **extra)
+
+
+def truncated_frame(execution_id: int, stream: str, **extra: Any) -> Frame:
+    return Frame(FrameType.TRUNCATED, execution_id, stream=stream, **extra)
 
 
 def result_frame(execution: Any) -> Frame:

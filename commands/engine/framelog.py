@@ -207,7 +207,7 @@ class RedisBackend:
 
     def append(self, log: str, frames: list[Frame]) -> None:
         if frames:
-            self.redis.rpush(self._key(log), *(frame.text for frame in frames))
+            self.redis.rpush(self._key(log), *(frame.data for frame in frames))
             self._wake(log)
 
     def read(self, log: str, after: int) -> list[Frame] | None:
