@@ -376,7 +376,9 @@ def close(
         error = CommandCancelled()
     try:
         recorded = record.record_end(
-            execution, lambda: _close_row(execution, result, error, stopped)
+            execution,
+            lambda: _close_row(execution, result, error, stopped),
+            give_up=lambda: runner().closing,
         )
     except Exception:
         logger.error("could not record the end of execution %s in the database", execution.pk)

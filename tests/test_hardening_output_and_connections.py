@@ -118,6 +118,14 @@ def test_a_final_write_never_taken_answers_503_with_the_result_and_markinterrupt
         assert "did not take its result" in body["detail"]
         execution_id = body["execution_id"]
         assert row_of(database, execution_id) == ("running", "")
+        # The stream's result says how it ended, and that the row does not show it.
+        url = f"ws://127.0.0.1:{worker.port}/ws/v1/executions/{execution_id}/"
+        result = follow(url, key_headers(key)).frames[-1]
+        assert (result["type"], result["status"], result["recorded"]) == (
+            "result",
+            "succeeded",
+            False,
+        )
     finally:
         worker.stop()  # by its PID; the row's process is gone now
 

@@ -36,10 +36,14 @@ def note_key(execution_id: int) -> str:
     return f"homelab:unrecorded:{execution_id}"
 
 
-def record_end(execution: Execution, first: Callable[[], Any]) -> bool:
+def record_end(
+    execution: Execution, first: Callable[[], Any], *, give_up: Callable[[], bool] | None = None
+) -> bool:
     """Call first (the lifecycle method that closes the row); while the database refuses,
     retry execution.write_end() with back-off until HOMELAB_RECORD_RETRY_SECONDS have
-    passed. True once written (or closed meanwhile by someone else), False if never."""
+    passed, or give_up() says to stop sooner (the process is shutting down: its caller
+    should get the result now, not be cut off by the exit). True once written (or closed
+    meanwhile by someone else), False if never."""
     try:
         first()
         return True
@@ -58,7 +62,7 @@ def record_end(execution: Execution, first: Callable[[], Any]) -> bool:
     )
     _note(execution, retrying=True, seconds=seconds)
     delay = FIRST_DELAY
-    while (remaining := deadline - time.monotonic()) > 0:
+    while (remaining := deadline - time.monotonic()) > 0 and not (give_up and give_up()):
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, MAX_DELAY)
         try:
