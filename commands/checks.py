@@ -17,6 +17,13 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 
 from commands import services
+from commands.exceptions import (
+    AuthFailed,
+    ConnectFailed,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    SSHError,
+)
 from commands.models import Server
 from commands.ssh.probe import Probe, ProbeFailed
 
@@ -34,6 +41,36 @@ STEPS = (
 LABELS = dict(STEPS)
 HIDDEN_PATH = "<key file>"
 
+# The code of a failed step, by (step, reason): what execute answers for the same fault
+# (its own exception classes, so the two lists cannot drift), or one of the check's own
+# where execute has no code of its own for it (CHECK_CODES). (step, None) is the default.
+STEP_CODES = {
+    ("tcp", None): ConnectFailed.code,
+    ("host_key", "not_pinned"): HostKeyUnknown.code,
+    ("host_key", "bad_pin"): HostKeyUnknown.code,  # execute: "the pinned key is unusable"
+    ("host_key", "changed"): HostKeyMismatch.code,
+    ("host_key", None): ConnectFailed.code,  # the handshake itself failed
+    ("key_file", None): AuthFailed.code,  # execute refuses a key it cannot load the same way
+    ("auth", "timeout"): ConnectFailed.code,
+    ("auth", "lost"): ConnectFailed.code,
+    ("auth", None): AuthFailed.code,
+    ("timeout", "missing"): "timeout_missing",
+    ("timeout", None): SSHError.code,
+    ("round_trip", "failed"): "round_trip_failed",
+    ("round_trip", None): SSHError.code,
+}
+# Codes only a check gives (execute answers ssh_error where it meets the first two).
+CHECK_CODES = {
+    "timeout_missing": "`command -v timeout` found nothing: coreutils' timeout is missing",
+    "round_trip_failed": "`true` exited non-zero: the user's shell does not run commands",
+    "check_error": "an unexpected error in the check itself (a bug; see the service log)",
+}
+
+
+def step_code(name: str, reason: str) -> str:
+    """The stable code of step `name` failed for `reason`."""
+    return STEP_CODES.get((name, reason)) or STEP_CODES[(name, None)]
+
 
 @dataclass(frozen=True)
 class Step:
@@ -43,6 +80,7 @@ class Step:
     ms: float | None  # duration of this step
     detail: str  # what was found, e.g. "256 SHA256:abc... (ED25519)" or the error
     fix: str  # for a failed step: the sentence that says how to fix it; "" otherwise
+    code: str | None = None  # for a failed step: its stable code (STEP_CODES); else None
 
 
 @dataclass(frozen=True)
@@ -52,13 +90,20 @@ class CheckReport:
     steps: list[Step]
 
     def as_dict(self) -> dict:
-        """JSON-ready: {"server", "ok", "steps": [{"name", "label", "ok", "ms", ...}]}."""
-        return {"server": self.server, "ok": self.ok, "steps": [asdict(s) for s in self.steps]}
+        """JSON-ready: {"server", "ok", "code", "steps": [{"name", "label", "ok", ...}]}."""
+        steps = [asdict(s) for s in self.steps]
+        return {"server": self.server, "ok": self.ok, "code": self.code, "steps": steps}
 
     @property
     def failed(self) -> Step | None:
         """The step that stopped the check, if one did."""
         return next((step for step in self.steps if step.ok is False), None)
+
+    @property
+    def code(self) -> str | None:
+        """The failed step's code, or None when every step passed."""
+        failed = self.failed
+        return failed.code if failed is not None else None
 
 
 def check_server(
@@ -94,18 +139,20 @@ def _run_step(
     name: str, step: Callable[[], str], server: Server, probe: Probe, key_path: str
 ) -> Step:
     started = time.perf_counter()
+    code = None
     try:
         detail = step()
     except ProbeFailed as exc:
         ok, detail, fix = False, exc.detail, _fix(name, exc.reason, server, probe, key_path)
+        code = step_code(name, exc.reason)
     except Exception as exc:  # a bug or a paramiko surprise: a failed step, not a crash
         logger.exception("the %s step of checking %s failed unexpectedly", name, server.name)
-        ok, detail = False, f"unexpected error ({type(exc).__name__})"
+        ok, detail, code = False, f"unexpected error ({type(exc).__name__})", "check_error"
         fix = "This is a homelab bug: the service log has the traceback; please report it."
     else:
         ok, fix = True, ""
     ms = round((time.perf_counter() - started) * 1000, 1)
-    return Step(name, LABELS[name], ok, ms, detail, fix)
+    return Step(name, LABELS[name], ok, ms, detail, fix, code)
 
 
 def _key_file(probe: Probe, key_path: str) -> str:

@@ -177,6 +177,14 @@ class ServiceUnavailable(HomelabError):
     default_detail = "A service homelab depends on is not answering; try again shortly."
 
 
+class ResultNotRecorded(ServiceUnavailable):
+    """The command ran, but the database never took its end: `extra` carries the result.
+    Logged where it happens (commands/engine/record.py), so not again for the 503."""
+
+    default_detail = "The command ran, but its result could not be recorded."
+    logged = True
+
+
 # --- SSH ----------------------------------------------------------------------------------
 class SSHError(HomelabError):
     """Anything that went wrong on the SSH side; the detail says what to fix."""

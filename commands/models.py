@@ -647,8 +647,8 @@ class Execution(models.Model):
     ) -> bool:
         """End a running row: True if this call closed it, False if it was closed already
         (the row as stored is then loaded). The fields are set on this object even when
-        the database cannot be written (DatabaseError, after one retry on a fresh
-        connection): the caller still answers and streams the result."""
+        the database cannot be written (DatabaseError, see write_end): the caller still
+        has the result, and may retry the write."""
         if self.pk is None or self.status != self.Status.RUNNING:
             raise TransitionError(
                 f"execution {self.pk} cannot become {status}: it is {self.status}"
@@ -663,6 +663,14 @@ class Execution(models.Model):
             elapsed = self.finished_at - self.created_at
             self.duration_ms = max(int(elapsed.total_seconds() * 1000), 0)
         self.error_code, self.error_detail = code, storable(detail)
+        return self.write_end()
+
+    def write_end(self) -> bool:
+        """Write the end a lifecycle method set on this object, while the database still
+        says `running`: True if this call closed the row, False if it was closed already
+        (the row as stored is then loaded). DatabaseError when the database does not take
+        it, after one retry on a fresh connection; calling it again retries
+        (commands/engine/record.py does, for a while)."""
         values = {name: getattr(self, name) for name in self.FINAL_FIELDS}
         still_running = Execution.objects.filter(pk=self.pk, status=self.Status.RUNNING)
         try:

@@ -14,8 +14,18 @@ import json
 from enum import StrEnum
 from typing import Any, Protocol
 
-# The output of one command, as the row stores it and every answer shows it.
-OUTPUT_FIELDS = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
+# The output of one command, as the row stores it and every answer shows it. `stdout` and
+# `stderr` are at most HOMELAB_OUTPUT_LIMIT bytes in UTF-8 with nothing added: when a
+# stream was longer, `*_cut_bytes` says how many of its bytes were left out (between its
+# beginning and its end) and `*_truncated` is true. A display adds a marker; the data never.
+OUTPUT_FIELDS = (
+    "stdout",
+    "stderr",
+    "stdout_truncated",
+    "stderr_truncated",
+    "stdout_cut_bytes",
+    "stderr_cut_bytes",
+)
 # The synchronous 200 body (after `execution_id`).
 RESULT_FIELDS = (
     "exit_code",
@@ -24,6 +34,8 @@ RESULT_FIELDS = (
     "duration_ms",
     "stdout_truncated",
     "stderr_truncated",
+    "stdout_cut_bytes",
+    "stderr_cut_bytes",
 )
 # The `result` frame: the 200 body plus how the execution ended.
 RESULT_FRAME_FIELDS = (*RESULT_FIELDS, "status", "error_code", "error_detail")
@@ -33,6 +45,8 @@ NO_OUTPUT: dict[str, Any] = {
     "stderr": "",
     "stdout_truncated": False,
     "stderr_truncated": False,
+    "stdout_cut_bytes": 0,
+    "stderr_cut_bytes": 0,
 }
 
 
@@ -43,6 +57,8 @@ class Output(Protocol):
     stderr: str
     stdout_truncated: bool
     stderr_truncated: bool
+    stdout_cut_bytes: int
+    stderr_cut_bytes: int
 
 
 def output_of(result: Output | None) -> dict[str, Any]:
@@ -50,6 +66,11 @@ def output_of(result: Output | None) -> dict[str, Any]:
     if result is None:
         return dict(NO_OUTPUT)
     return {name: getattr(result, name) for name in OUTPUT_FIELDS}
+
+
+def cut_note(cut_bytes: int) -> str:
+    """What a display (the admin) shows after a stream that was cut; never in the data."""
+    return f"[... {cut_bytes} bytes cut from the middle ...]" if cut_bytes else ""
 
 
 def result_of(execution: Any) -> dict[str, Any]:
@@ -75,30 +96,47 @@ class FrameType(StrEnum):
 
 
 class Frame:
-    """One stream frame: its type, its execution, its other fields, and its JSON (made once:
-    the same frame may go to several logs and many subscribers)."""
+    """One stream frame: its type, its execution, its other fields, kept only as its JSON
+    in UTF-8 (`data`), made once: the same frame may go to several logs and many
+    subscribers. Bytes are the compact form: a str of the same output takes up to four
+    bytes a character (one astral character in it is enough), and keeping the fields as
+    well was a second copy, ~10 MB per MiB of random output (bench/stream_memory.py)."""
 
-    __slots__ = ("_text", "execution_id", "fields", "type")
+    __slots__ = ("data", "execution_id", "type")
 
     def __init__(self, type: FrameType | str, execution_id: int | None, **fields: Any) -> None:
         self.type = FrameType(type)
         self.execution_id = execution_id
-        self.fields = fields
-        self._text: str | None = None
+        body = {"type": self.type.value, "execution_id": execution_id, **fields}
+        # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        try:
+            self.data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (never in output): escaped instead
+            self.data = json.dumps(body, separators=(",", ":")).encode()
 
     @property
     def text(self) -> str:
-        if self._text is None:
-            body = {"type": self.type.value, "execution_id": self.execution_id, **self.fields}
-            # ensure_ascii=False: U+FFFD and other non-ASCII text cost 1-3 bytes, not 6.
-            self._text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        return self._text
+        """The frame's JSON, as a WebSocket text message takes it."""
+        return self.data.decode()
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The fields beyond type and execution_id (read back from the JSON)."""
+        body = json.loads(self.data)
+        body.pop("type")
+        body.pop("execution_id", None)
+        return body
 
     @classmethod
-    def decode(cls, text: str | bytes) -> Frame:
-        body = json.loads(text)
-        frame = cls(body.pop("type"), body.pop("execution_id", None), **body)
-        frame._text = text if isinstance(text, str) else text.decode()
+    def decode(cls, raw: str | bytes) -> Frame:
+        """A frame from its JSON, kept as it came (a Redis list holds the bytes)."""
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+        body = json.loads(data)
+        frame = cls.__new__(cls)
+        frame.type = FrameType(body["type"])
+        frame.execution_id = body.get("execution_id")
+        frame.data = data
         return frame
 
     def with_fields(self, **fields: Any) -> Frame:
@@ -106,21 +144,27 @@ class Frame:
         return Frame(self.type, self.execution_id, **{**self.fields, **fields})
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Frame) and self.text == other.text
+        return isinstance(other, Frame) and self.data == other.data
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash(self.data)
 
     def __repr__(self) -> str:
-        return f"Frame({self.text[:120]})"
+        return f"Frame({self.data[:120].decode(errors='replace')})"
 
 
-def output_frame(execution_id: int, stream: str, data: str) -> Frame:
-    return Frame(FrameType.OUTPUT, execution_id, stream=stream, data=data)
+def output_size(text: str) -> int:
+    """What text costs in an output frame: its JSON string, escapes included, in UTF-8 (a
+    stream's limit counts this, so a log holds at most the limit whatever the bytes)."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
-def truncated_frame(execution_id: int, stream: str) -> Frame:
-    return Frame(FrameType.TRUNCATED, execution_id, stream=stream)
+def output_frame(execution_id: int, stream: str, data: str, **extra: Any) -> Frame:
+    return Frame(FrameType.OUTPUT, execution_id, stream=stream, data=data, **extra)
+
+
+def truncated_frame(execution_id: int, stream: str, **extra: Any) -> Frame:
+    return Frame(FrameType.TRUNCATED, execution_id, stream=stream, **extra)
 
 
 def result_frame(execution: Any) -> Frame:

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import connection
 
 from commands import audit, quota, rules, scopes, ssh
-from commands.engine import framelog
+from commands.engine import framelog, record
 from commands.engine.output import LiveOutput
 from commands.engine.process import ProcessWide
 from commands.engine.runner import (
@@ -62,7 +62,7 @@ from commands.exceptions import (
     ServiceUnavailable,
     SSHError,
 )
-from commands.models import Batch, Execution, Server, parse_id
+from commands.models import Batch, Execution, Server, parse_id, storable
 from commands.observability import logs, metrics
 from commands.requests import Caller, ExecuteRequest, validated
 from commands.results import output_of, result_frame
@@ -160,8 +160,10 @@ def find_server(server_ref: str, caller: Caller) -> Server | None:
     pk = parse_id(ref)
     if pk is not None:
         lookup = {"pk": pk}
-    elif ref.isascii() and ref.isdecimal():
-        lookup = None  # 0, or past the largest id a database stores
+    elif (ref.isascii() and ref.isdecimal()) or ref != storable(ref):
+        # 0, or past the largest id a database stores; or a name with a NUL or a lone
+        # surrogate (from JSON's \ud800), which no stored name has and no database takes.
+        lookup = None
     else:
         lookup = {"name": ref}
     # Both are unique: no ordering to compile (first() would add one; every execute is here).
@@ -427,21 +429,30 @@ def close(
     elif stopped:
         error = CommandCancelled()
     try:
-        _close_row(execution, result, error, stopped)
+        recorded = record.record_end(
+            execution,
+            lambda: _close_row(execution, result, error, stopped),
+            give_up=lambda: runner().closing,
+        )
     except Exception:
-        # The command ran and its result is in hand: answer and stream it all the same.
-        # The row stays `running` until markinterrupted closes it after a restart.
         logger.error("could not record the end of execution %s in the database", execution.pk)
+        recorded = False
+    frame = result_frame(execution)
+    if not recorded:
+        # Never an answer the audit trail contradicts: the caller learns that the result
+        # it gets is not on record (the row says running until this process stops).
+        error = record.not_recorded(execution)
+        frame = frame.with_fields(recorded=False)
     try:
         backend = framelog.backend()
         log = framelog.execution_log(execution.pk)
-        backend.append(log, [result_frame(execution)])
+        backend.append(log, [frame])
         backend.end(log)
     except Exception:
         logger.warning("could not publish the result of execution %s", execution.pk)
     if error is not None:
         error.extra["execution_id"] = execution.pk
-        if result is not None or stopped:
+        if (result is not None or stopped) and recorded:
             error.extra.update(output_of(result))
     return Outcome(execution, error)
 
@@ -470,6 +481,8 @@ def cancel_execution(execution: Execution, *, wait_seconds: float = 5.0) -> Exec
     process has not answered within wait_seconds, as it stands)."""
     if execution.status != Status.RUNNING:
         raise NotRunning(f"Execution {execution.pk} is not running (it is {execution.status}).")
+    if (ended := record.unrecorded(execution.pk)) is not None:
+        raise NotRunning(ended)  # it is over; its end is not in the database (yet)
     if execution.runner == process_identity():
         runner().stop(execution.pk, CANCELLED)
     elif process_alive(execution.runner) is False:

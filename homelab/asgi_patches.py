@@ -8,9 +8,14 @@ daphne (what `make run` serves) and uvicorn are both supported.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import socket
 import sys
 import threading
+from http import HTTPStatus
+
+logger = logging.getLogger("homelab.asgi")
 
 
 def stop_commands_when_daphne_stops() -> None:
@@ -109,8 +114,13 @@ def let_slow_readers_finish() -> None:
     stream slower than it was produced lost its end (bench/stream.py, docs/performance.md).
     daphne has no option for that timeout, so it is set where daphne sets the others.
 
+    Also `failByDrop=False`: a message over daphne's size limit (1 MiB) dropped the TCP
+    connection with no close frame; now the client gets close code 1009 ("message too
+    big") first, and any other protocol error its close code too.
+
     Can go when daphne takes a close-handshake timeout option (not in 4.2), or when
-    bench/stream.py's slow reader gets its result frame without it.
+    bench/stream.py's slow reader gets its result frame without it; the failByDrop part
+    when daphne sets it (tests/test_edges.py's 2 MB frame gets 1009 without it).
     """
     ws_protocol = sys.modules.get("daphne.ws_protocol")  # imported by daphne, if it runs us
     if ws_protocol is None:
@@ -122,6 +132,7 @@ def let_slow_readers_finish() -> None:
 
     def set_protocol_options(self, *args, **kwargs):
         kwargs.setdefault("closeHandshakeTimeout", CLOSE_HANDSHAKE_SECONDS)
+        kwargs.setdefault("failByDrop", False)
         return original(self, *args, **kwargs)
 
     set_protocol_options.homelab = True
@@ -171,6 +182,135 @@ def log_daphne_access_as_json() -> None:
     generator.write_entry = write_entry
 
 
+def answer_oversized_requests() -> None:
+    """twisted reads a request line or a header line of at most 16 KiB, and at most 16 KiB
+    of both together: past the first it closed the connection with no answer at all, past
+    the second it answered a bare 400. Now a request line too long is 414 and headers too
+    large 431, with the API's JSON error body, then the connection closes.
+
+    Can go when twisted.web answers these itself (26.10 does not): a 32 KB URL or header
+    in tests/test_edges.py then gets 414 / 431 without it.
+    """
+    twisted_http = sys.modules.get("twisted.web.http")  # imported by daphne, if it runs us
+    if twisted_http is None:
+        return
+    channel = twisted_http.HTTPChannel
+    if getattr(channel.lineReceived, "homelab", False):
+        return
+    original_line = channel.lineReceived
+
+    def line_length_exceeded(self, line) -> None:
+        _refuse_oversized(self)
+
+    def line_received(self, line) -> None:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            _refuse_oversized(self)
+            return
+        original_line(self, line)
+
+    line_received.homelab = True
+    channel.lineLengthExceeded = line_length_exceeded
+    channel.lineReceived = line_received
+
+
+OVERSIZED = {
+    # (status, code, detail): the request line, then the headers, past twisted's 16 KiB
+    True: (414, "uri_too_long", "The request line (the URL) is over 16 KiB."),
+    False: (431, "headers_too_large", "The request's headers are over 16 KiB in all."),
+}
+
+
+def _refuse_oversized(channel) -> None:
+    """Answer 414 (still on the request line) or 431 (in the headers) and hang up."""
+    status, code, detail = OVERSIZED[bool(channel._HTTPChannel__first_line)]
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    # Read no more of it (the rest of the line is dropped), answer, then close.
+    channel.dataReceived = lambda data: None
+    channel.transport.write(head.encode() + body)
+    channel.transport.loseConnection()
+
+
+DENIAL = "websocket.http.response"  # the ASGI extension: an HTTP answer to a handshake
+
+
+def answer_unknown_websocket_paths_with_404() -> None:
+    """An unknown WebSocket path reached Channels' router, which raises, and daphne
+    answered 500 with a traceback in the log. commands/live/routing.py now routes every
+    other path to a handler that answers 404 with the ASGI "websocket.http.response"
+    extension; daphne lacks the extension, so this adds it: the scope advertises it and a
+    `websocket.http.response.start` refuses the handshake with that status.
+
+    Can go when daphne supports the denial-response extension (4.2 does not): an unknown
+    path in tests/test_edges.py then gets its 404 without it.
+    """
+    server_module = sys.modules.get("daphne.server")
+    ws_protocol = sys.modules.get("daphne.ws_protocol")
+    if server_module is None or ws_protocol is None:
+        return
+    server_class, protocol_class = server_module.Server, ws_protocol.WebSocketProtocol
+    if getattr(protocol_class.handle_reply, "homelab", False):
+        return
+    create_application, handle_reply = server_class.create_application, protocol_class.handle_reply
+    deny = ws_protocol.ConnectionDeny
+
+    def create_with_extension(self, protocol, scope):
+        if scope.get("type") == "websocket":
+            scope = {**scope, "extensions": {**scope.get("extensions", {}), DENIAL: {}}}
+        return create_application(self, protocol, scope)
+
+    def handle_denial(self, message):
+        kind = message.get("type", "")
+        if not kind.startswith(f"{DENIAL}."):
+            return handle_reply(self, message)
+        deferred = getattr(self, "handshake_deferred", None)
+        if kind == f"{DENIAL}.start" and deferred is not None:
+            status = int(message["status"])
+            del self.handshake_deferred
+            deferred.errback(deny(code=status, reason=HTTPStatus(status).phrase))
+            self.server.protocol_disconnected(self)
+            self.server.log_action("websocket", "rejected", {"path": self.request.path})
+        return None  # the body: autobahn sends the status line alone
+
+    handle_denial.homelab = True
+    server_class.create_application = create_with_extension
+    protocol_class.handle_reply = handle_denial
+
+
+def one_line_for_abandoned_requests() -> None:
+    """When daphne stops (Ctrl-C) with a request still waiting, it cancels Django's request
+    handler but not the task Django started to listen for the client going away; that task
+    then ends in RequestAborted, and asyncio logged "Task exception was never retrieved"
+    with a traceback. An expected condition: one line instead.
+
+    Can go when Django's ASGIHandler cancels its disconnect listener when cancelled itself
+    (5.2 does not): tests/test_edges.py's Ctrl-C with a waiting request then logs no
+    traceback without it.
+    """
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = getattr(reactor, "_asyncioEventloop", None)  # daphne's asyncio reactor
+    if loop is None or getattr(loop.get_exception_handler(), "homelab", False):
+        return
+    from django.core.exceptions import RequestAborted
+
+    previous = loop.get_exception_handler()
+
+    def handle(loop, context) -> None:
+        if isinstance(context.get("exception"), RequestAborted):
+            logger.info("a request ended without an answer: its client went away")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handle.homelab = True
+    loop.set_exception_handler(handle)
+
+
 def apply() -> None:
     stop_commands_when_daphne_stops()
     stop_commands_when_uvicorn_stops()
@@ -178,3 +318,6 @@ def apply() -> None:
     let_slow_readers_finish()
     give_every_status_its_reason_phrase()
     log_daphne_access_as_json()
+    answer_oversized_requests()
+    answer_unknown_websocket_paths_with_404()
+    one_line_for_abandoned_requests()

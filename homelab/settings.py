@@ -162,7 +162,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A receive blocks in Redis for up to 5 s (channels_redis' brpop_timeout), and
+            # redis-py's default socket timeout is 5 s too: every idle receive timed out
+            # client-side ("cancel listener lost the channel layer (TimeoutError)" every
+            # 6 s). The read may wait longer than the block; a `socket_timeout` in
+            # REDIS_URL still wins.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
         }
     }
 else:
@@ -216,6 +221,10 @@ HOMELAB_STREAM_RETENTION_SECONDS = env_int(
 # POST .../commands/execute from a script (an API key, JSON, no browser) answered without
 # Django's request machinery, by the same pipeline (commands/api/fastpath.py); 0: off.
 HOMELAB_FAST_EXECUTE = env_bool("HOMELAB_FAST_EXECUTE", True)
+# How long the end of a command is retried when the database does not take it (a restart,
+# a failover), the result held in memory meanwhile; past it the waiting caller gets 503
+# `unavailable` with the result (commands/engine/record.py). 0: one attempt only.
+HOMELAB_RECORD_RETRY_SECONDS = env_int("HOMELAB_RECORD_RETRY_SECONDS", 30, minimum=0, maximum=3600)
 # Fleet: the most servers one batch may target (docs/fleet.md).
 HOMELAB_BATCH_MAX_SERVERS = env_int("HOMELAB_BATCH_MAX_SERVERS", 100, minimum=1, maximum=10000)
 
@@ -317,7 +326,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": HOMELAB_LOG_FORMAT}},
     # An expected SSH failure (unpinned host key, refused key, sshd down) is logged once
     # as a WARNING by commands/api/handlers.py, not again as Django's "Internal Server Error".
-    "filters": {"skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"}},
+    "filters": {
+        "skip_logged_errors": {"()": "commands.observability.logfilters.SkipLoggedErrors"},
+        "one_line": {"()": "commands.observability.logfilters.OneLine"},
+    },
     "root": {"handlers": ["console"], "level": env_choice("DJANGO_LOG_LEVEL", "INFO", LOG_LEVELS)},
     "loggers": {
         # paramiko logs whole tracebacks at ERROR on a failed handshake; our own log lines
@@ -328,5 +340,7 @@ LOGGING = {
         # own format: every line goes through ours instead, once.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "py.warnings": {"handlers": [], "propagate": True},
+        # A bad Host header (a scanner, a misconfigured proxy): a 400 and one line.
+        "django.security.DisallowedHost": {"filters": ["one_line"]},
     },
 }

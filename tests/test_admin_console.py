@@ -119,6 +119,38 @@ def test_uptime_runs_from_the_server_page_and_its_output_appears(admin_browser, 
     admin_browser.screenshot("server-run-uptime")
 
 
+# 30,000 bytes: the row keeps 10,240 and counts the rest (issue 21: no marker in the data).
+BIG = "sh -c 'head -c 30000 /dev/zero | tr \"\\000\" a'"
+CUT = 30000 - 10240
+
+
+@pytest.fixture(scope="module")
+def big_rule(site: Site) -> str:
+    manage(site.env, "allowcommand", "t_big", BIG)
+    return "t_big"
+
+
+def test_the_console_and_the_audit_page_say_how_much_output_was_cut(
+    admin_browser, site: Site, big_rule: str
+):
+    server_page(admin_browser, site.server_id)
+    choose(admin_browser, big_rule)
+    admin_browser.find("run-button").click()
+    admin_browser.wait_for_text("run-result", "exit code")
+    facts = result_facts(admin_browser)
+    assert facts["stdout truncated"] == f"yes [... {CUT} bytes cut ...]"
+    assert facts["stderr truncated"] == "no"
+    admin_browser.screenshot("server-run-output-cut")
+
+    admin_browser.find("run-result-audit").click()
+    admin_browser.wait(lambda d: "/admin/commands/execution/" in d.current_url, 20)
+    stdout = admin_browser.driver.find_element(By.CSS_SELECTOR, ".field-stdout_shown .readonly")
+    kept, note = stdout.text.rsplit("\n", 1)
+    assert kept == "a" * 10240  # the row's text as stored, the note on a line of its own
+    assert note == f"[... {CUT} bytes cut from the middle ...]"
+    admin_browser.screenshot("execution-output-cut")
+
+
 def test_output_is_shown_as_text_never_as_markup(admin_browser, site: Site):
     server_page(admin_browser, site.server_id)
     choose(admin_browser, "t_html")

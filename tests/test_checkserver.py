@@ -39,34 +39,42 @@ class Outcome:
     states: dict[str, str]
     fix: str
     text: str
+    code: str | None = None  # the failed step's code, as the entry point showed it
 
-    def stopped_at(self, name: str) -> None:
-        """Assert every step before name passed, name failed, and none after it ran."""
+    def stopped_at(self, name: str, code: str) -> None:
+        """Assert every step before name passed, name failed with code, and none after it
+        ran."""
         at = NAMES.index(name)
         expected = ["pass"] * at + ["fail"] + ["skip"] * (len(NAMES) - at - 1)
         assert [self.states[n] for n in NAMES] == expected, self.text
         assert not self.ok and self.fix, self.text
+        assert self.code == code, self.text
 
 
 def via_cli(server) -> Outcome:
     out = io.StringIO()
     try:
         call_command("checkserver", server.name, stdout=out, no_color=True)
-        ok = True
+        ok, said = True, ""
     except CommandError as exc:
         assert exc.returncode == 1 and server.name in str(exc)
-        ok = False
+        ok, said = False, str(exc)
     text = out.getvalue()
     lines = text.splitlines()
     states, fix = {}, ""
+    codes = [line.strip().removeprefix("Code: ") for line in lines if "Code: " in line]
+    code = codes[0] if codes else None
+    assert len(codes) <= 1 and (code is None or f"({code})" in said), text + said
     for name, label in STEPS:
         line = next(line.strip() for line in lines if f" {label} " in line)
         states[name] = {"✓": "pass", "✗": "fail", "-": "skip"}[line[0]]
         if states[name] == "fail":
-            after = lines[lines.index(next(x for x in lines if f" {label} " in x)) + 1]
-            fix = after.strip().removeprefix("Fix: ")
+            at = lines.index(next(x for x in lines if f" {label} " in x))
+            # Under the failed step: its code, then its fix.
+            assert lines[at + 1].strip() == f"Code: {code}", text
+            fix = lines[at + 2].strip().removeprefix("Fix: ")
     assert ("passed every step" in text) == ok, text
-    return Outcome(ok, states, fix, text)
+    return Outcome(ok, states, fix, text, code)
 
 
 def via_api(server, client: APIClient | None = None) -> Outcome:
@@ -86,8 +94,11 @@ def via_api(server, client: APIClient | None = None) -> Outcome:
         assert (step["ms"] is None) == (step["ok"] is None)
         assert step["ms"] is None or step["ms"] >= 0
         assert bool(step["fix"]) == (step["ok"] is False)
+        assert (step["code"] is not None) == (step["ok"] is False)
     fix = next((s["fix"] for s in report["steps"] if s["ok"] is False), "")
-    return Outcome(report["ok"], states, fix, json.dumps(report))
+    failed = [s["code"] for s in report["steps"] if s["ok"] is False]
+    assert report["code"] == (failed[0] if failed else None)  # the report's is the step's
+    return Outcome(report["ok"], states, fix, json.dumps(report), report["code"])
 
 
 ENTRY_POINTS = {"cli": via_cli, "api": via_api}
@@ -115,6 +126,7 @@ def test_a_good_server_passes_every_step_and_the_connection_is_closed(check, ssh
     outcome = check(server)
 
     assert outcome.ok and set(outcome.states.values()) == {"pass"}, outcome.text
+    assert outcome.code is None
     host_key = ssh.parse_host_key(sshd.host_key)
     assert f"256 {ssh.fingerprint(host_key)} (ED25519)" in outcome.text
     assert "/timeout" in outcome.text  # where `command -v timeout` found it
@@ -130,7 +142,7 @@ def test_a_key_the_server_does_not_accept_fails_auth_with_the_key_to_add(
 
     outcome = check(server)
 
-    outcome.stopped_at("auth")
+    outcome.stopped_at("auth", "ssh_auth_failed")
     assert f"~{sshd.username}/.ssh/authorized_keys" in outcome.fix
     assert public_key(other_client_key) in outcome.fix  # the line to add (public half)
 
@@ -142,7 +154,7 @@ def test_a_port_nobody_listens_on_fails_tcp(check, sshd, make_server):
 
     outcome = check(server)
 
-    outcome.stopped_at("tcp")
+    outcome.stopped_at("tcp", "ssh_connect_failed")
     assert f"Is sshd running on 127.0.0.1:{port}?" in outcome.fix
     assert "firewall" in outcome.fix
 
@@ -156,7 +168,7 @@ def test_a_changed_host_key_fails_loudly_and_nothing_logs_in(
 
     outcome = check(server)
 
-    outcome.stopped_at("host_key")
+    outcome.stopped_at("host_key", "host_key_mismatch")
     assert "HOST KEY CHANGED" in outcome.text
     assert ssh.fingerprint(sshd.host_key) in outcome.text  # what it offers
     assert ssh.fingerprint(impostor.host_key) in outcome.text  # what is pinned
@@ -170,7 +182,7 @@ def test_an_unpinned_host_key_fails_with_its_fingerprint_and_trusthost(check, ss
 
     outcome = check(server)
 
-    outcome.stopped_at("host_key")
+    outcome.stopped_at("host_key", "host_key_unknown")
     assert ssh.fingerprint(sshd.host_key) in outcome.text
     assert f"./manage.py trusthost {server.name}" in outcome.fix
     assert "Pin host key" in outcome.fix
@@ -187,7 +199,7 @@ def test_a_server_without_timeout_on_its_path_fails_the_timeout_step(
 
     outcome = check(server)
 
-    outcome.stopped_at("timeout")
+    outcome.stopped_at("timeout", "timeout_missing")
     assert "coreutils" in outcome.fix
     assert bare.accepted_connections() == 1  # it got as far as logging in
 
@@ -200,7 +212,7 @@ def test_a_passphrase_protected_key_fails_key_file_without_leaking_it(
 
     outcome = check(server)
 
-    outcome.stopped_at("key_file")
+    outcome.stopped_at("key_file", "ssh_auth_failed")
     assert 'ssh-keygen -p -N ""' in outcome.fix
     assert "passphrase" in outcome.text
     secret = encrypted_key.read_text().splitlines()[1:-1]
@@ -253,8 +265,49 @@ def test_the_command_exits_0_when_every_step_passes_and_1_otherwise(sshd, make_s
     assert passed.returncode == 0, passed.stderr
     assert "passed every step" in passed.stdout
     assert failed.returncode == 1
-    assert "failed the check at step tcp" in failed.stderr
+    assert "failed the check at step tcp (ssh_connect_failed)" in failed.stderr
+    assert "Code: ssh_connect_failed" in failed.stdout
     assert "Fix: Is sshd running on" in failed.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_step_carries_the_code_execute_answers_for_the_same_server(
+    api_client,
+    sshd,
+    sshd_factory,
+    make_server,
+    make_rule,
+    other_client_key,
+    encrypted_key,
+    monkeypatch,
+):
+    from commands.quota import ExecuteRateThrottle
+
+    monkeypatch.setattr(ExecuteRateThrottle, "THROTTLE_RATES", {"command-execute": "100/min"})
+    impostor = sshd_factory()
+    make_rule("t_true", "true")
+    servers = {
+        "changed": make_server(sshd, name="changed", host_key=impostor.host_key),
+        "unpinned": make_server(sshd, name="unpinned", host_key=""),
+        "refused": make_server(sshd, name="refused", key_file=str(other_client_key)),
+        "locked": make_server(sshd, name="locked", key_file=str(encrypted_key)),
+        "closed": make_server(sshd, name="closed", port=free_port()),
+    }
+    for server in servers.values():
+        executed = api_client.post(
+            f"/api/v1/servers/{server.pk}/commands/execute",
+            {"command": "true", "action_type": "t_true"},
+            format="json",
+        )
+        checked = api_client.post(url(server.pk)).json()
+        assert checked["code"] == executed.json()["code"], (server.name, checked)
+    assert {name: via_api(server).code for name, server in servers.items()} == {
+        "changed": "host_key_mismatch",
+        "unpinned": "host_key_unknown",
+        "refused": "ssh_auth_failed",
+        "locked": "ssh_auth_failed",
+        "closed": "ssh_connect_failed",
+    }
 
 
 # --- who may call the endpoint --------------------------------------------------------------------

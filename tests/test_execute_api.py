@@ -46,12 +46,15 @@ def test_a_whitelisted_command_returns_its_result(api_client, server, api_key):
         "duration_ms",
         "stdout_truncated",
         "stderr_truncated",
+        "stdout_cut_bytes",
+        "stderr_cut_bytes",
     }
     assert body["exit_code"] == 0
     assert body["stdout"] == "hello\n"
     assert body["stderr"] == ""
     assert body["duration_ms"] >= 0
     assert body["stdout_truncated"] is body["stderr_truncated"] is False
+    assert body["stdout_cut_bytes"] == body["stderr_cut_bytes"] == 0
     row = Execution.objects.get(pk=body["execution_id"])
     assert row.status == Execution.Status.SUCCEEDED
     assert row.argv == ["echo", "hello"]

@@ -3,11 +3,13 @@ per-target refusals, whole refusals, scope, quota, cancel, and the audit trail."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from commands.models import ApiKey, Batch, Execution, Server, Tag
+from commands.models import ApiKey, Batch, Execution, Server, Tag, storable
 from tests.sshd import processes_matching, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the batch and runner threads write
@@ -202,6 +204,30 @@ def test_a_bad_batch_is_refused_whole_audited_and_runs_nothing(api_client, fleet
     if code == "server_not_found":
         assert "'nope'" in response.json()["detail"]
     assert sshd.accepted_connections() == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "code"),
+    [
+        ({"servers": ["a\ud800"]}, 404, "server_not_found"),  # no name holds one
+        ({"servers": ["a", "b\x00"]}, 404, "server_not_found"),
+        ({"tag": "pi", "command": "echo \udfff"}, 400, "invalid"),
+        ({"tag": "p\ud800"}, 400, "invalid"),
+    ],
+)
+def test_a_lone_surrogate_or_nul_in_a_batch_is_refused_in_json_and_audited(
+    api_client, fleet, fields, status, code
+):
+    body = {"command": "echo hi", "action_type": "t_echo", **fields}
+    response = api_client.post(
+        "/api/v1/batches/", json.dumps(body, ensure_ascii=True), content_type="application/json"
+    )
+
+    assert (response.status_code, response.json()["code"]) == (status, code), response.content
+    assert not Batch.objects.exists()
+    refused = Execution.objects.get()
+    assert (refused.status, refused.error_code) == ("rejected", code)
+    assert refused.command == storable(body["command"])  # as sent, made safe to store
 
 
 def test_more_targets_than_the_limit_are_too_many_servers(api_client, fleet, settings):

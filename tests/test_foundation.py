@@ -66,6 +66,7 @@ def test_a_stopped_daemon_refuses_connections(sshd):
         ("HOMELAB_EXECUTE_RATE", "banana"),
         ("HOMELAB_COMMAND_TIMEOUT", "soon"),
         ("HOMELAB_OUTPUT_LIMIT", "-1"),
+        ("HOMELAB_RECORD_RETRY_SECONDS", "a while"),
         ("DJANGO_DEBUG", "perhaps"),
         ("DJANGO_LOG_LEVEL", "LOUD"),  # was a ValueError from logging, naming nothing
     ],

@@ -1,8 +1,8 @@
 """Issue 10, defects 1, 3 and 4, through the public interface with real parts.
 
 - NUL bytes in a command's output are stored and returned as U+FFFD on PostgreSQL, and a
-  final write that PostgreSQL refuses still answers the result and leaves the row for
-  `markinterrupted`.
+  final write that PostgreSQL never takes answers 503 with the result and leaves the row
+  for `markinterrupted`.
 - No database connection is held while a command runs (PostgreSQL idle_session_timeout).
 - A command that leaves a background child running still returns its result (HTTP, and
   the SSH executor on its own).
@@ -95,32 +95,43 @@ DROP FUNCTION homelab_test_refuse_finish();
 """
 
 
-def test_a_failing_final_write_still_answers_the_result_and_markinterrupted_closes_the_row(
+def test_a_final_write_never_taken_answers_503_with_the_result_and_markinterrupted_closes_it(
     profile_env,  # noqa: F811
     database,  # noqa: F811
     sshd,
     client_key,
     tmp_path,
 ):
-    key, server_id = set_up(profile_env, sshd, client_key)
+    env = {**profile_env, "HOMELAB_RECORD_RETRY_SECONDS": "1"}  # retried for 1 s only
+    key, server_id = set_up(env, sshd, client_key)
     log = tmp_path / "daphne.log"
-    worker = Daphne(env=profile_env, log=log)
+    worker = Daphne(env=env, log=log)
     try:
         worker.start()
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(REFUSE_FINISH)
 
         status, _, body = execute(worker.port, key, server_id, "echo hello", "t_echo")
-        assert status == 200, body
-        assert (body["exit_code"], body["stdout"]) == (0, "hello\n")
+        # Never a 200 the audit trail contradicts: a 503 that carries the result.
+        assert (status, body["code"]) == (503, "unavailable"), body
+        assert (body["status"], body["exit_code"], body["stdout"]) == ("succeeded", 0, "hello\n")
+        assert "did not take its result" in body["detail"]
         execution_id = body["execution_id"]
         assert row_of(database, execution_id) == ("running", "")
+        # The stream's result says how it ended, and that the row does not show it.
+        url = f"ws://127.0.0.1:{worker.port}/ws/v1/executions/{execution_id}/"
+        result = follow(url, key_headers(key)).frames[-1]
+        assert (result["type"], result["status"], result["recorded"]) == (
+            "result",
+            "succeeded",
+            False,
+        )
     finally:
         worker.stop()  # by its PID; the row's process is gone now
 
     text = log.read_text()
     errors = [line for line in text.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, text
+    assert len(errors) == 1, text  # ours; not Django's "Service Unavailable" as well
     assert errors[0].endswith(
         f"could not record the end of execution {execution_id} in the database"
     )

@@ -3,9 +3,12 @@ the bounded runner's 503, cancel rules, and the output a stream and a row keep."
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import threading
 import time
+import tracemalloc
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -179,7 +182,8 @@ def test_a_row_keeps_the_beginning_and_the_end_of_a_long_output():
         capped.feed(chunk)
 
     assert capped.truncated
-    assert capped.text() == "BEGIN\n[... 8001 bytes cut ...]\n..END"
+    # Nothing of ours in the data: the cut is counted in cut_bytes.
+    assert (capped.text(), capped.cut_bytes) == ("BEGIN..END", 8001)
 
 
 def test_output_within_the_limit_is_kept_whole():
@@ -187,7 +191,7 @@ def test_output_within_the_limit_is_kept_whole():
     for chunk in (b"0123", b"4567", b"89"):
         capped.feed(chunk)
 
-    assert (capped.truncated, capped.text()) == (False, "0123456789")
+    assert (capped.truncated, capped.text(), capped.cut_bytes) == (False, "0123456789", 0)
 
 
 def test_memory_stays_bounded_whatever_is_fed():
@@ -329,3 +333,37 @@ def test_a_run_whose_process_is_gone_is_closed_and_409(api_client, api_key):
 
     assert (response.status_code, response.json()["code"]) == (409, "not_running")
     assert Execution.objects.get(pk=execution.pk).status == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [os.urandom(32 * 1024), b"a" * 32 * 1024, b"\x01" * 32 * 1024, "😀".encode() * 8192],
+    ids=["random", "text", "control", "astral"],
+)
+def test_a_streams_log_holds_at_most_its_limit_whatever_the_bytes(db, piece):
+    limit = 256 * 1024
+    log = live.execution_log(7003)
+    live.backend().start(log, ttl=60)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        output = LiveOutput(7003, stream_limit=limit, output_limit=1024)
+        for _ in range(640):  # 20 MB, far past the limit
+            output("stdout", piece)
+        output.flush()
+        del output
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    frames = live.backend().read(log, 0)
+    assert [json.loads(f.data)["type"] for f in frames][-1] == "truncated"
+    data = sum(
+        len(json.dumps(f.fields["data"], ensure_ascii=False).encode()) - 2 for f in frames[:-1]
+    )
+    assert limit - 6 < data <= limit  # the limit counts the data as sent (an escape: <= 6)
+    # Kept as UTF-8 JSON, once: about the limit, however the text is decoded or escaped
+    # (a str of astral text takes 4 bytes a character; fields and JSON were two copies).
+    assert held < 1.3 * limit, held

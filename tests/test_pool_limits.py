@@ -42,7 +42,9 @@ def setting_in_a_fresh_process(value: str | None) -> subprocess.CompletedProcess
 
 
 def test_the_setting_defaults_to_7_and_reads_a_number():
-    assert setting_in_a_fresh_process(None).stdout.strip() == "7"  # 56 sessions: 50 at once in one wave
+    assert (
+        setting_in_a_fresh_process(None).stdout.strip() == "7"
+    )  # 56 sessions: 50 at once in one wave
     assert setting_in_a_fresh_process("12").stdout.strip() == "12"
 
 

@@ -15,6 +15,7 @@ from django.utils.text import Truncator
 
 from commands.admin.access import StaffMayRead
 from commands.models import Execution
+from commands.results import cut_note
 from commands.scopes import may_execute
 
 # Running rows first (they are what an admin opens the trail for), then newest.
@@ -118,9 +119,25 @@ class ExecutionAdmin(StaffMayRead, admin.ModelAdmin):
         detail = Truncator(" ".join(execution.error_detail.split())).chars(SHORT_DETAIL)
         return f"{execution.error_code}: {detail}" if detail else execution.error_code
 
+    # The stored output has no marker in it (results.OUTPUT_FIELDS): this page adds one.
+    readonly_fields = ["stdout_shown", "stderr_shown"]
+    SHOWN = {"stdout": "stdout_shown", "stderr": "stderr_shown"}
+
     @admin.display(description="who")
     def who(self, execution: Execution) -> str:
         return execution.api_key_name or execution.username
+
+    def get_fields(self, request: HttpRequest, obj: Execution | None = None) -> list:
+        fields = [f for f in super().get_fields(request, obj) if f not in self.readonly_fields]
+        return [self.SHOWN.get(name, name) for name in fields]
+
+    @admin.display(description="stdout")
+    def stdout_shown(self, execution: Execution) -> str:
+        return with_cut_note(execution.stdout, execution.stdout_cut_bytes)
+
+    @admin.display(description="stderr")
+    def stderr_shown(self, execution: Execution) -> str:
+        return with_cut_note(execution.stderr, execution.stderr_cut_bytes)
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -143,6 +160,12 @@ class ExecutionAdmin(StaffMayRead, admin.ModelAdmin):
         if execution is not None and execution.status == Execution.Status.RUNNING:
             context["live"] = live_context(request, execution)
         return super().change_view(request, object_id, form_url, context)
+
+
+def with_cut_note(text: str, cut_bytes: int) -> str:
+    """The stored text, and a line saying how much was cut from its middle, if anything."""
+    note = cut_note(cut_bytes)
+    return f"{text}\n{note}" if note else text
 
 
 def live_context(request: HttpRequest, execution: Execution) -> dict[str, Any]:

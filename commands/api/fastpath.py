@@ -80,9 +80,13 @@ class FastExecute:
             return
         body, too_large = await read_body(receive)
         loop = asyncio.get_running_loop()
-        status, headers, content = await loop.run_in_executor(
-            self.pool(), answer, scope, found["ref"], key, body, too_large
-        )
+        try:
+            status, headers, content = await loop.run_in_executor(
+                self.pool(), answer, scope, found["ref"], key, body, too_large
+            )
+        except asyncio.CancelledError:  # the server stops, or its client went away
+            logger.info("a request ended without an answer: its client went away")
+            raise
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 

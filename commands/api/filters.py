@@ -14,6 +14,7 @@ from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
+from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.pagination import LimitOffsetPagination
 
 from commands.models import MAX_ID, TAG_MESSAGE, TAG_PATTERN, Batch, Execution, Server, parse_id
@@ -159,6 +160,39 @@ class ExecutionFilter(filters.FilterSet):
 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
-    """?limit=&offset=, with ?limit capped: one request never reads the whole table."""
+    """?limit=&offset=, with ?limit capped: one request never reads the whole table.
+
+    A value that is not a whole number in range is a 400 `invalid` naming the parameter
+    (DRF ignores it and answers the first page, which the schema does not say); an empty
+    one counts as absent, as django-filter treats the filters.
+    """
 
     max_limit = 200
+    limit_query_description = "Results per page, from 1 (default 50; more than 200 gives 200)."
+    offset_query_description = "How many results to skip, from 0 (default 0)."
+
+    def get_limit(self, request) -> int:
+        value = request.query_params.get(self.limit_query_param, "")
+        if value == "":
+            return self.default_limit
+        return min(whole_number(self.limit_query_param, value, minimum=1), self.max_limit)
+
+    def get_offset(self, request) -> int:
+        # Any size: past the count the page is empty, and no query is made with it.
+        value = request.query_params.get(self.offset_query_param, "")
+        return 0 if value == "" else whole_number(self.offset_query_param, value, minimum=0)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        minimum = {self.limit_query_param: 1, self.offset_query_param: 0}
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = minimum[parameter["name"]]
+        return parameters
+
+
+def whole_number(name: str, value: str, *, minimum: int) -> int:
+    """value as a whole number of at least minimum, in ASCII digits (int() would also take
+    " 7", "1_0" or an Arabic-Indic 7); a 400 `invalid` naming the parameter otherwise."""
+    if value.isascii() and value.isdecimal() and int(value) >= minimum:
+        return int(value)
+    raise DRFValidationError({name: [f"Give a whole number of at least {minimum}."]})

@@ -138,6 +138,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, HomelabError):
         if exc.code in EXPECTED_SSH_CODES | ALARMING_SSH_CODES:
             log_expected(exc, context)
+        elif getattr(exc, "logged", False) and context.get("request") is not None:
+            mark_logged(context["request"]._request)  # said once, where it happened
         detail, extra = exc.detail, dict(exc.extra)
         if isinstance(exc, InvalidRequest) and exc.errors is not None:
             detail, extra["errors"] = INVALID_FIELDS, exc.errors

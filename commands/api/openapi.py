@@ -63,6 +63,25 @@ execute_schema = extend_schema(
                 "duration_ms": 7,
                 "stdout_truncated": False,
                 "stderr_truncated": False,
+                "stdout_cut_bytes": 0,
+                "stderr_cut_bytes": 0,
+            },
+        ),
+        example(
+            "ran, output cut",
+            200,
+            {
+                "execution_id": 51,
+                "exit_code": 0,
+                # At most HOMELAB_OUTPUT_LIMIT bytes: its first and its last half, nothing
+                # between them; the field says how much was left out.
+                "stdout": "Reading package lists...\n... 0 upgraded, 0 newly installed.\n",
+                "stderr": "",
+                "duration_ms": 5211,
+                "stdout_truncated": True,
+                "stderr_truncated": False,
+                "stdout_cut_bytes": 183302,
+                "stderr_cut_bytes": 0,
             },
         ),
         error(
@@ -122,6 +141,8 @@ execute_schema = extend_schema(
             stderr="",
             stdout_truncated=False,
             stderr_truncated=False,
+            stdout_cut_bytes=0,
+            stderr_cut_bytes=0,
         ),
         example(
             "started (wait: false)",
@@ -142,6 +163,8 @@ execute_schema = extend_schema(
             stderr="",
             stdout_truncated=False,
             stderr_truncated=False,
+            stdout_cut_bytes=0,
+            stderr_cut_bytes=0,
         ),
         error(429, "throttled", "Request was throttled. Expected available in 42 seconds."),
         error(503, "unavailable", "The rate-limit store (Redis, REDIS_URL) is not answering."),
@@ -228,9 +251,12 @@ execute_schema = extend_schema(
         ),
         503: OpenApiResponse(
             ExecutionErrorSerializer,
-            description="`unavailable`: the rate-limit store (Redis) is not answering; "
-            "`busy`: every runner slot stayed taken (see Retry-After); `interrupted`: the "
-            "service shut down while the command ran (it was stopped on the server).",
+            description="`unavailable`: the rate-limit store (Redis) is not answering; or "
+            "the command ran but the database did not take its result within "
+            "HOMELAB_RECORD_RETRY_SECONDS (the body carries the result: `status`, "
+            "`exit_code`, `stdout`, ...); `busy`: every runner slot stayed taken (see "
+            "Retry-After); `interrupted`: the service shut down while the command ran (it "
+            "was stopped on the server).",
         ),
         424: OpenApiResponse(
             ExecutionErrorSerializer,
@@ -270,7 +296,10 @@ cancel_schema = extend_schema(
         ),
         404: OpenApiResponse(ErrorSerializer, description="`not_found`: no such execution."),
         409: OpenApiResponse(
-            ErrorSerializer, description="`not_running`: the execution has already ended."
+            ErrorSerializer,
+            description="`not_running`: the execution has already ended. Also when its "
+            "command has ended but the database has not taken its result (the row still "
+            "says running): the detail says how it ended and that the write is retried.",
         ),
     },
     examples=[error(409, "not_running", "Execution 42 is not running (it is succeeded).")],
@@ -290,33 +319,36 @@ stream_ticket_schema = extend_schema(
 CHECK_PASSED = {
     "server": "nas",
     "ok": True,
+    "code": None,
     "steps": [
         {"name": "tcp", "label": "TCP reachable", "ok": True, "ms": 0.4,
-         "detail": "10.0.0.5:22 accepted the connection", "fix": ""},
+         "detail": "10.0.0.5:22 accepted the connection", "fix": "", "code": None},
         {"name": "host_key", "label": "Host key matches the pin", "ok": True, "ms": 9.1,
          "detail": "256 SHA256:GU6TL7m2vqOmhP2pJ7FfcPR2zCdMK03u1OjkqZDNeW0 (ED25519)",
-         "fix": ""},
+         "fix": "", "code": None},
         {"name": "key_file", "label": "Private key usable", "ok": True, "ms": 0.6,
          "detail": "<key file>: public half 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZ"
-         "OdKjN0vZA (ED25519)", "fix": ""},
+         "OdKjN0vZA (ED25519)", "fix": "", "code": None},
         {"name": "auth", "label": "Public-key login accepted", "ok": True, "ms": 5.2,
          "detail": "logged in as root with 256 SHA256:1Ckq7ys1yG7FkPoUMYaoUAbKl2nSF6k3hZOdK"
-         "jN0vZA (ED25519)", "fix": ""},
+         "jN0vZA (ED25519)", "fix": "", "code": None},
         {"name": "timeout", "label": "`timeout` (coreutils) present", "ok": True, "ms": 4.8,
-         "detail": "/usr/bin/timeout", "fix": ""},
+         "detail": "/usr/bin/timeout", "fix": "", "code": None},
         {"name": "round_trip", "label": "No-op round trip", "ok": True, "ms": 3.9,
-         "detail": "`true` exited 0", "fix": ""},
+         "detail": "`true` exited 0", "fix": "", "code": None},
     ],
 }  # fmt: skip
 CHECK_FAILED = {
     "server": "nas",
     "ok": False,
+    "code": "ssh_connect_failed",
     "steps": [
         {"name": "tcp", "label": "TCP reachable", "ok": False, "ms": 0.3,
          "detail": "10.0.0.5:2222: Connection refused",
          "fix": "Is sshd running on 10.0.0.5:2222? Check the hostname and port on the "
-         "server's page, and any firewall."},
-        *[{"name": name, "label": label, "ok": None, "ms": None, "detail": "", "fix": ""}
+         "server's page, and any firewall.", "code": "ssh_connect_failed"},
+        *[{"name": name, "label": label, "ok": None, "ms": None, "detail": "", "fix": "",
+           "code": None}
           for name, label in [("host_key", "Host key matches the pin"),
                               ("key_file", "Private key usable"),
                               ("auth", "Public-key login accepted"),

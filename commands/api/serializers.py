@@ -154,6 +154,12 @@ class BatchResultSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField(allow_null=True)
     stdout_truncated = serializers.BooleanField()
     stderr_truncated = serializers.BooleanField()
+    stdout_cut_bytes = serializers.IntegerField(
+        help_text="How many bytes of stdout were cut from its middle (0: none)."
+    )
+    stderr_cut_bytes = serializers.IntegerField(
+        help_text="How many bytes of stderr were cut from its middle (0: none)."
+    )
     code = serializers.CharField(
         allow_null=True, help_text="The error code (e.g. ssh_connect_failed, skipped), or null."
     )
@@ -207,6 +213,13 @@ class CheckStepSerializer(serializers.Serializer):
     fix = serializers.CharField(
         allow_blank=True, help_text="For the failed step: how to fix it; empty otherwise."
     )
+    code = serializers.CharField(
+        allow_null=True,
+        help_text="For the failed step: a stable code, the one execute answers for the same "
+        "fault (`ssh_connect_failed`, `host_key_unknown`, `host_key_mismatch`, "
+        "`ssh_auth_failed`, `ssh_error`) or one of the check's own (`timeout_missing`, "
+        "`round_trip_failed`, `check_error`); null for a step that passed or did not run.",
+    )
 
 
 class CheckReportSerializer(serializers.Serializer):
@@ -214,6 +227,9 @@ class CheckReportSerializer(serializers.Serializer):
 
     server = serializers.CharField(help_text="The server's name.")
     ok = serializers.BooleanField(help_text="Whether every step passed.")
+    code = serializers.CharField(
+        allow_null=True, help_text="The failed step's `code`; null when every step passed."
+    )
     steps = CheckStepSerializer(many=True, help_text="Every step, run or not, in order.")
 
 
@@ -238,10 +254,26 @@ class BadRequestErrorSerializer(ErrorSerializer):
 
 
 class ExecutionErrorSerializer(ErrorSerializer):
-    """A 408 or 500 after the audit row was written; a timeout carries partial output."""
+    """A 408, 409, 500 or 503 after the audit row was written; a timeout, a cancel and a
+    lost connection carry the output so far. A 503 `unavailable` for a command that ran
+    but whose result the database did not take carries the whole result (`status`,
+    `exit_code`, ...)."""
 
     execution_id = serializers.IntegerField(help_text="The audit row of this attempt.")
+    status = serializers.CharField(
+        required=False, help_text="With a result not recorded: how the command ended."
+    )
+    exit_code = serializers.IntegerField(required=False, allow_null=True)
+    duration_ms = serializers.IntegerField(required=False, allow_null=True)
+    error_code = serializers.CharField(required=False, allow_blank=True)
+    error_detail = serializers.CharField(required=False, allow_blank=True)
     stdout = serializers.CharField(required=False)
     stderr = serializers.CharField(required=False)
     stdout_truncated = serializers.BooleanField(required=False)
     stderr_truncated = serializers.BooleanField(required=False)
+    stdout_cut_bytes = serializers.IntegerField(
+        required=False, min_value=0, help_text="Bytes of stdout left out of `stdout` (0: none)."
+    )
+    stderr_cut_bytes = serializers.IntegerField(
+        required=False, min_value=0, help_text="Bytes of stderr left out of `stderr` (0: none)."
+    )

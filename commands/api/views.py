@@ -27,7 +27,7 @@ from commands.api.serializers import (
 from commands.engine.framelog import execution_log
 from commands.exceptions import PermissionDenied, ServerDisabled, ServerNotFound, ServiceUnavailable
 from commands.live.tickets import TICKET_SECONDS, issue_ticket
-from commands.models import AllowedCommand, ApiKey, Execution, Server
+from commands.models import AllowedCommand, ApiKey, Execution, Server, parse_id
 from commands.quota import ExecuteRateThrottle
 from commands.requests import Caller
 from commands.results import result_of
@@ -193,6 +193,17 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         # A key limited to servers reads only their history (and its own refusals).
         return scopes.filter_executions(super().get_queryset(), key_of(self.request))
+
+    def get_object(self) -> Execution:
+        """The execution the URL names by its id in ASCII digits (models.parse_id), as server
+        refs and the WebSocket read it: int() alone would take an Arabic-Indic or a
+        fullwidth 1 (%D9%A1, %EF%BC%91) for execution 1, and overflow past MAX_ID."""
+        pk = parse_id(self.kwargs.get("pk", ""))
+        execution = None if pk is None else self.get_queryset().filter(pk=pk).first()
+        if execution is None:
+            raise exceptions.NotFound("No execution with that id.")
+        self.check_object_permissions(self.request, execution)
+        return execution
 
     @openapi.cancel_schema
     # Any session user needs commands.execute_command to cancel, even one who started it.

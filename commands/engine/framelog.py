@@ -207,7 +207,7 @@ class RedisBackend:
 
     def append(self, log: str, frames: list[Frame]) -> None:
         if frames:
-            self.redis.rpush(self._key(log), *(frame.text for frame in frames))
+            self.redis.rpush(self._key(log), *(frame.data for frame in frames))
             self._wake(log)
 
     def read(self, log: str, after: int) -> list[Frame] | None:
@@ -264,10 +264,17 @@ class RedisBackend:
         await get_channel_layer().group_discard(group_name(subscription.log), channel_name)
 
     def send_cancel(self, runner_identity: str, message: dict[str, Any]) -> bool:
+        import redis
         from channels.layers import get_channel_layer
 
         message = {"type": "cancel", **message}
-        self.bridge().call(get_channel_layer().send(channel_name_for(runner_identity), message))
+        channel = channel_name_for(runner_identity)
+        try:
+            self.bridge().call(get_channel_layer().send(channel, message))
+        except (redis.ConnectionError, redis.TimeoutError):
+            # A pooled connection Redis closed (a restart) fails on first use, and is then
+            # dropped from the pool: once more, on a fresh one, rather than a 503.
+            self.bridge().call(get_channel_layer().send(channel, message))
         return True
 
     def listen_for_cancels(self, identity: str, on_cancel: Callable[[dict], None]) -> None:
@@ -277,19 +284,23 @@ class RedisBackend:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
+        lost = False  # said once per outage
         while True:
             try:
                 message = await layer.receive(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # The class only: a Redis error's text may carry the URL with its password.
-                logger.warning(
-                    "the cancel listener lost the channel layer (%s); retrying",
-                    type(exc).__name__,
-                )
+                if not lost:
+                    # The class only: a Redis error's text may carry the URL with its password.
+                    logger.warning(
+                        "the cancel listener lost the channel layer (%s); retrying every second",
+                        type(exc).__name__,
+                    )
+                lost = True
                 await asyncio.sleep(1)
                 continue
+            lost = False
             if message.get("type") == "cancel":
                 on_cancel(message)
 

@@ -1,9 +1,12 @@
 """The live output of one run: frames for its stream, a snapshot for GET while it runs.
 
 `LiveOutput` is the SSH executor's on_output callback. Called from the runner thread
-with raw bytes per stream, it puts the first `stream_limit` bytes of each stream in the
-frame log, decoded incrementally, then one `truncated` frame; the snapshot keeps the
-beginning and the end (`output_limit`), as the row will.
+with raw bytes per stream, it decodes each stream incrementally and puts its beginning in
+the frame log, up to `stream_limit` bytes of frame data (the JSON of the text, in UTF-8:
+for plain text about the bytes printed, for random bytes, shown as U+FFFD and escapes, up
+to 2.5 times as much), then one `truncated` frame. So a log holds at most the limit per
+stream whatever the command prints. The snapshot keeps the beginning and the end
+(`output_limit`), as the row will.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from typing import Any
 
 from commands import ssh
 from commands.engine import framelog
-from commands.results import Frame, output_frame, truncated_frame
+from commands.results import (
+    OUTPUT_FIELDS,
+    Frame,
+    output_frame,
+    output_size,
+    truncated_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +53,7 @@ class LiveOutput:
         self.fields = fields or {}
         self.backend = framelog.backend()
         self.stream_limit = stream_limit
-        self._sent = {"stdout": 0, "stderr": 0}
+        self._sent = {"stdout": 0, "stderr": 0}  # frame data sent per stream (output_size)
         self._decoders = {
             name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in self._sent
         }
@@ -55,26 +64,32 @@ class LiveOutput:
         self._timer: threading.Timer | None = None
 
     def _output(self, stream: str, text: str) -> Frame:
-        frame = output_frame(self.execution_id, stream, ssh.clean_text(text))
-        return frame.with_fields(**self.fields) if self.fields else frame
+        return output_frame(self.execution_id, stream, text, **self.fields)
 
     def _publish(self, frames: list[Frame]) -> None:
         for log in self.logs:
             self.backend.append(log, frames)
 
-    def __call__(self, stream: str, data: bytes) -> None:
-        frames = []
+    def _stream(self, stream: str, text: str, frames: list[Frame]) -> None:
+        """Frames for the decoded text, within the stream's limit; the cut when it is hit."""
+        text = ssh.clean_text(text)
         room = self.stream_limit - self._sent[stream]
-        if room > 0:
-            piece = data[:room]
-            self._sent[stream] += len(piece)
-            text = self._decoders[stream].decode(piece, final=len(data) >= room)
-            if text:
-                frames.append(self._output(stream, text))
-        if len(data) > room and stream not in self._cut:
+        size = output_size(text)
+        cut = size > room
+        if cut:
+            text = fit(text, room)
+            size = output_size(text)
+        if text:
+            frames.append(self._output(stream, text))
+            self._sent[stream] += size
+        if cut:
             self._cut.add(stream)
-            frame = truncated_frame(self.execution_id, stream)
-            frames.append(frame.with_fields(**self.fields) if self.fields else frame)
+            frames.append(truncated_frame(self.execution_id, stream, **self.fields))
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        frames: list[Frame] = []
+        if stream not in self._cut:
+            self._stream(stream, self._decoders[stream].decode(data), frames)
         self._publish(frames)
         with self._lock:
             self._kept[stream].feed(data)
@@ -100,22 +115,31 @@ class LiveOutput:
             logger.warning("could not publish the output so far of execution %s", self.execution_id)
 
     def snapshot(self) -> dict[str, Any]:
-        out, err = self._kept["stdout"], self._kept["stderr"]
-        return {
-            "stdout": out.text(),
-            "stderr": err.text(),
-            "stdout_truncated": out.truncated,
-            "stderr_truncated": err.truncated,
-        }
+        """The output fields (results.OUTPUT_FIELDS) of what was read so far."""
+        fields: dict[str, Any] = {}
+        for name, kept in self._kept.items():
+            fields[name] = kept.text()
+            fields[f"{name}_truncated"] = kept.truncated
+            fields[f"{name}_cut_bytes"] = kept.cut_bytes
+        return {name: fields[name] for name in OUTPUT_FIELDS}
 
     def flush(self) -> None:
         """Publish what the decoders still hold and the last snapshot (at the end of a run)."""
-        frames = []
+        frames: list[Frame] = []
         for stream, decoder in self._decoders.items():
             if stream not in self._cut and (text := decoder.decode(b"", final=True)):
-                frames.append(self._output(stream, text))
+                self._stream(stream, text, frames)
         self._publish(frames)
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
         self._publish_snapshot()
+
+
+def fit(text: str, room: int) -> str:
+    """The longest beginning of text whose output_size is at most room."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if output_size(text[:middle]) <= room else (low, middle - 1)
+    return text[:low]

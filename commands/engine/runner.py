@@ -253,8 +253,8 @@ class Runner:
 def close_idle_connections() -> None:
     """After a task on a reused thread (a runner's, an HTTP pool's): close its server
     connections past their CONN_MAX_AGE (0 by default: each task) or broken."""
-    # Never leave a server connection open past its CONN_MAX_AGE or broken. A SQLite connection is a file handle
-    # nothing cuts: a runner thread keeps its own (a connect less per task). Imported here
+    # A SQLite connection is a file handle nothing cuts: such a thread keeps its own (a
+    # connect less per task). Imported here
     # so this module stays importable without Django set up.
     from django.db import connections
 

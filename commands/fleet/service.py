@@ -512,6 +512,8 @@ def target_result(target: BatchTarget, execution: Execution | None) -> dict[str,
         "duration_ms": execution.duration_ms if started else None,
         "stdout_truncated": execution.stdout_truncated if started else False,
         "stderr_truncated": execution.stderr_truncated if started else False,
+        "stdout_cut_bytes": execution.stdout_cut_bytes if started else 0,
+        "stderr_cut_bytes": execution.stderr_cut_bytes if started else 0,
         "code": (execution.error_code or None) if started else (target.error_code or None),
     }
 

@@ -23,6 +23,18 @@ def mark_logged(request: HttpRequest) -> None:
     setattr(request, MARK, True)
 
 
+class OneLine(logging.Filter):
+    """Logs an expected condition as one WARNING line: no traceback (its exc_info is
+    dropped). Django logs a bad Host header (DisallowedHost, a 400 any scanner causes) at
+    ERROR with the whole traceback of the check that refused it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 class SkipLoggedErrors(logging.Filter):
     """Drops a `django.request` record whose request was marked by mark_logged()."""
 

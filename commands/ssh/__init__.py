@@ -5,11 +5,12 @@ plain connection parameters (`SSHTarget`) and get plain results (`CommandResult`
 of the `commands.exceptions.SSHError` family.
 
 It takes an argv list and builds the command line the server runs once (channel.py).
-net.py opens the TCP connection; keys.py loads our private key; hostkeys.py parses,
-checks and fingerprints host keys; connect.py opens one pinned, authenticated connection
-(and fetches a server's host key); channel.py runs one command on an open channel;
-pool.py shares connections between threads (`SSHPooledExecutor`); probe.py checks a
-server step by step on a fresh connection of its own (`Probe`, for commands/checks.py).
+capped.py keeps a stream's output within its cap; net.py opens the TCP connection;
+keys.py loads our private key; hostkeys.py parses, checks and fingerprints host keys;
+connect.py opens one pinned, authenticated connection (and fetches a server's host key);
+channel.py runs one command on an open channel; pool.py shares connections between
+threads (`SSHPooledExecutor`); probe.py checks a server step by step on a fresh
+connection of its own (`Probe`, for commands/checks.py).
 The process-wide executor is the services layer's (commands/services.py).
 """
 
@@ -23,14 +24,13 @@ from commands.exceptions import (
     HostKeyUnknown,
     SSHError,
 )
+from commands.ssh.capped import CappedOutput, clean_text
 from commands.ssh.channel import (
     KILL_AFTER_SECONDS,
     READ_CHUNK,
     SERVER_MARGIN_SECONDS,
     STOP_GRACE_SECONDS,
-    CappedOutput,
     CommandResult,
-    clean_text,
     run_command,
     server_side_command,
 )

@@ -19,6 +19,7 @@ from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
 from commands.exceptions import CommandStopped, CommandTimeout, ConnectionLost, SSHError
+from commands.ssh.capped import CappedOutput
 from commands.ssh.connect import SSHTarget
 
 logger = logging.getLogger("commands.ssh")
@@ -62,6 +63,8 @@ class CommandResult:
     stdout_truncated: bool
     stderr_truncated: bool
     duration_ms: int
+    stdout_cut_bytes: int = 0  # how many bytes of the stream `stdout` leaves out
+    stderr_cut_bytes: int = 0
 
 
 def server_side_command(argv: Sequence[str], timeout: float) -> str:
@@ -82,63 +85,6 @@ def _kill_command(pid: int) -> str:
     """Signal the remote command's process group (and its leader, in case it has not yet
     become one): `timeout` passes TERM on and sends KILL KILL_AFTER_SECONDS later."""
     return shlex.join(["kill", "-s", "TERM", "--", f"-{pid}", str(pid)])
-
-
-def clean_text(text: str) -> str:
-    """Text safe to store anywhere: NUL (refused by PostgreSQL) becomes U+FFFD, like any
-    byte that is not UTF-8."""
-    return text.replace("\x00", "\ufffd")
-
-
-class CappedOutput:
-    """One stream in bounded memory: all of it up to `limit` bytes; past that its first and
-    its last `limit / 2` bytes (a summary is often at the end), cut with a marker line."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.head_limit = limit - limit // 2
-        self.tail_limit = limit // 2
-        self.total = 0
-        self._head = bytearray()
-        self._tail = bytearray()
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self.limit
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_limit - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-            data = data[room:]
-        if data and self.tail_limit:
-            self._tail += data[-self.tail_limit :]
-            del self._tail[: max(len(self._tail) - self.tail_limit, 0)]
-
-    def text(self) -> str:
-        if not self.truncated:
-            return clean_text(bytes(self._head + self._tail).decode("utf-8", "replace"))
-        # A character split by a cut is dropped rather than shown as U+FFFD.
-        head = bytes(self._head)
-        head = head[: len(head) - _incomplete_end(head)]
-        tail = bytes(self._tail)
-        while tail and tail[0] & 0xC0 == 0x80:  # continuation bytes of a cut character
-            tail = tail[1:]
-        cut = self.total - len(head) - len(tail)
-        middle = f"\n[... {cut} bytes cut ...]\n" if tail or cut else ""
-        text = head.decode("utf-8", "replace") + middle + tail.decode("utf-8", "replace")
-        return clean_text(text)
-
-
-def _incomplete_end(data: bytes) -> int:
-    """How many bytes at the end of data are an unfinished multi-byte UTF-8 character."""
-    for back in range(1, min(len(data), 4) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # not a continuation byte: the last character's first
-            size = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2 if byte >= 0xC0 else 1
-            return back if back < size else 0
-    return 0
 
 
 class Streams:
@@ -426,6 +372,8 @@ def _result(exit_code: int, streams: Streams, started: float) -> CommandResult:
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
         duration_ms=int((time.monotonic() - started) * 1000),
+        stdout_cut_bytes=out.cut_bytes,
+        stderr_cut_bytes=err.cut_bytes,
     )
 
 

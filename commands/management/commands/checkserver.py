@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = (
         "Check that homelab can run commands on a server: TCP, the pinned host key, the "
         "private key file, the login, `timeout` on the server and a no-op round trip, each "
-        "timed, with the fix under the step that fails. Exit status 0 when all pass, else 1. "
+        "timed, with the code and the fix under the step that fails (the code is the one "
+        "POST servers/{id}/check gives). Exit status 0 when all pass, else 1. "
         "Uses a fresh SSH connection; nothing is run but `command -v timeout` and `true`."
     )
 
@@ -41,7 +42,8 @@ class Command(BaseCommand):
         self.show(report)
         if not report.ok:
             raise CommandError(
-                f"{server.name} failed the check at step {report.failed.name}; see the fix above.",
+                f"{server.name} failed the check at step {report.failed.name} "
+                f"({report.code}); see the fix above.",
                 returncode=1,
             )
         self.stdout.write(self.style.SUCCESS(f"{server.name} passed every step."))
@@ -53,6 +55,8 @@ class Command(BaseCommand):
             mark = {True: passed, False: failed, None: skipped}[step.ok]
             line = f"  {mark} {step.label:<{width}}  {self.timing(step)}  {step.detail}"
             self.stdout.write(line.rstrip())
+            if step.code:
+                self.stdout.write(f"      Code: {step.code}")
             if step.fix:
                 self.stdout.write(f"      Fix: {step.fix}")
 

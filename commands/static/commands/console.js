@@ -39,6 +39,14 @@
     return template.replace("__id__", String(id));
   }
 
+  // The stored stdout/stderr never hold a marker: how much the row left out of a stream's
+  // middle is its *_cut_bytes field (docs/streaming.md), shown here.
+  function truncatedFact(result, stream) {
+    const cut = result[`${stream}_cut_bytes`] || 0;
+    if (cut > 0) return `yes [... ${cut} bytes cut ...]`;
+    return result[`${stream}_truncated`] ? "yes" : "no";
+  }
+
   // --- one execution, live ----------------------------------------------------------------
   // Shows one execution in the live_output.html elements: output as it arrives, then the
   // result; Cancel while it runs.
@@ -122,8 +130,8 @@
         ["status", result.status],
         ["exit code", result.exit_code === null ? "none" : String(result.exit_code)],
         ["duration", result.duration_ms === null ? "unknown" : `${result.duration_ms} ms`],
-        ["stdout truncated", result.stdout_truncated ? "yes" : "no"],
-        ["stderr truncated", result.stderr_truncated ? "yes" : "no"],
+        ["stdout truncated", truncatedFact(result, "stdout")],
+        ["stderr truncated", truncatedFact(result, "stderr")],
       ];
       // The hint takes the place of the detail: it says the fix as this page offers it.
       const hint = this.hint(result.error_code);
