@@ -46,7 +46,7 @@ def stop_commands_when_uvicorn_stops() -> None:
     signal handler itself starts stopping them, on a thread of its own.
 
     Can go when uvicorn offers a hook at the start of its shutdown (0.3x has none): drop
-    it and rerun the uvicorn case of tests/test_lifecycle.py.
+    it and rerun tests/test_uvicorn.py.
     """
     server_module = sys.modules.get("uvicorn.server")  # imported by uvicorn, if it runs us
     if server_module is None:
@@ -77,7 +77,7 @@ def nodelay_on_uvicorns_inherited_sockets() -> None:
     connection; on a real Unix socket the call fails and is ignored.
 
     Can go when uvicorn asks the kernel for the inherited socket's family
-    (socket.socket(fileno=fd)); rerun bench/compare.py's uvicorn rows without it.
+    (socket.socket(fileno=fd)); tests/test_uvicorn.py reads the option back.
     """
     if "uvicorn.config" not in sys.modules:  # not run by uvicorn
         return
