@@ -49,6 +49,14 @@ def listening_socket() -> socket.socket:
     return sock
 
 
+def serving(proc: subprocess.Popen, url: str, log) -> None:
+    try:
+        wait_for_http(url, timeout=60)
+    except RuntimeError as exc:  # say why: uvicorn's own words, e.g. an import error
+        tail = log.read_text()[-3000:]
+        raise AssertionError(f"{exc}; uvicorn exit {proc.poll()}:\n{tail}") from None
+
+
 def row_statuses(env: dict) -> list[str]:
     with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
         return [status for (status,) in db.execute("SELECT status FROM commands_execution")]
@@ -78,7 +86,7 @@ def test_ctrl_c_stops_the_command_a_request_waits_for_and_uvicorn_exits(
 
     caller = threading.Thread(target=wait_for_result)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/api/schema/", timeout=60)
+        serving(proc, f"http://127.0.0.1:{port}/api/schema/", log)
         caller.start()
         assert wait_for(lambda: processes_matching(marker), timeout=20)
 
@@ -110,7 +118,7 @@ def test_an_inherited_socket_gets_tcp_nodelay_and_serves_the_api(env, sshd, clie
     sock.close()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/api/schema/", timeout=60)
+        serving(proc, f"{base}/api/schema/", log)
         status, _, probed = call("GET", f"{base}/__nodelay")
         executed = call("POST", f"{base}/api/v1/servers/{server_id}/commands/execute", key,
                         {"command": "echo hi", "action_type": "t_echo"})  # fmt: skip

@@ -8,10 +8,10 @@ module then wraps uvicorn's protocols once more to read the option back after it
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import socket
-
-from uvicorn.protocols.http import h11_impl, httptools_impl
 
 from homelab.asgi import application as homelab_app
 
@@ -31,8 +31,10 @@ def _watch(protocol: type) -> None:
     protocol.connection_made = connection_made
 
 
-_watch(h11_impl.H11Protocol)
-_watch(httptools_impl.HttpToolsProtocol)
+for name, cls in (("h11_impl", "H11Protocol"), ("httptools_impl", "HttpToolsProtocol")):
+    # httptools is optional (uvicorn[standard]); requirements.txt has plain uvicorn
+    with contextlib.suppress(ImportError):
+        _watch(getattr(importlib.import_module(f"uvicorn.protocols.http.{name}"), cls))
 
 
 async def application(scope, receive, send):
