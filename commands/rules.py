@@ -12,6 +12,7 @@ from typing import Any
 
 from commands.exceptions import CommandRejected, ConfirmationRequired, NotWhitelisted
 from commands.models import AllowedCommand, Server
+from commands.queries import OneRow
 from commands.requests import Caller
 from commands.whitelist import Match, check_command_text, match
 
@@ -23,13 +24,19 @@ def usable_on(rule: AllowedCommand, server: Server | None) -> bool:
     return AllowedCommand.objects.usable_on(server).filter(pk=rule.pk).exists()
 
 
+_ENABLED_BY_ACTION = OneRow(
+    lambda action_type: AllowedCommand.objects.filter(action_type=action_type, enabled=True),
+    "\x00action_type",
+)
+
+
 def find(action_type: str, server: Server | None = None) -> AllowedCommand | None:
     """The enabled rule named action_type that may run on server, if there is one.
 
     action_type is unique: one plain query for the rule, and for a rule limited to some
     servers one more for whether server is one of them (usable_on's rule, per row); on
     the hot path of every execute this is cheaper than usable_on's subquery."""
-    rule = AllowedCommand.objects.filter(action_type=action_type, enabled=True).first()
+    rule = _ENABLED_BY_ACTION.get(action_type) if "\x00" not in action_type else None
     if rule is None or server is None or rule.all_servers:
         return rule
     listed = AllowedCommand.servers.through.objects.filter(

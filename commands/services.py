@@ -64,6 +64,7 @@ from commands.exceptions import (
 )
 from commands.models import Batch, Execution, Server, parse_id, storable
 from commands.observability import logs, metrics
+from commands.queries import OneRow
 from commands.requests import Caller, ExecuteRequest, validated
 from commands.results import output_of, result_frame
 from commands.whitelist import Match
@@ -150,12 +151,15 @@ def _close_own_rows(wait_seconds: float = 1.0) -> None:
 SUDO = ("sudo", "-n", "--")
 
 
+_SERVER_BY_PK = OneRow(lambda pk: Server.objects.filter(pk=pk), -7_770_001)
+_SERVER_BY_NAME = OneRow(lambda name: Server.objects.filter(name=name), "\x00name")
+
+
 def find_server(server_ref: str, caller: Caller) -> Server | None:
     """The server a URL names: all ASCII digits is its id, anything else its name (a name is
     never all digits, see Server.name). ServerNotFound when there is none; None when the
     caller's key is limited to other servers, existing or not (the key is not told which:
     its request is refused 403 key_scope)."""
-    servers = scopes.filter_servers(Server.objects.all(), caller.api_key)
     ref = str(server_ref)
     pk = parse_id(ref)
     if pk is not None:
@@ -166,9 +170,15 @@ def find_server(server_ref: str, caller: Caller) -> Server | None:
         lookup = None
     else:
         lookup = {"name": ref}
-    # Both are unique: no ordering to compile (first() would add one; every execute is here).
-    server = next(iter(servers.filter(**lookup).order_by()[:1]), None) if lookup else None
-    if server is None and not scopes.limits_servers(caller.api_key):
+    limited = scopes.limits_servers(caller.api_key)
+    if lookup is None:
+        server = None
+    elif limited:
+        servers = scopes.filter_servers(Server.objects.all(), caller.api_key)
+        server = next(iter(servers.filter(**lookup).order_by()[:1]), None)  # both unique
+    else:  # every execute is here: SQL compiled once (queries.py)
+        server = (_SERVER_BY_PK if pk is not None else _SERVER_BY_NAME).get(*lookup.values())
+    if server is None and not limited:
         raise ServerNotFound(f"No server with id or name {ref!r}.")
     return server
 
@@ -444,10 +454,7 @@ def close(
         error = record.not_recorded(execution)
         frame = frame.with_fields(recorded=False)
     try:
-        backend = framelog.backend()
-        log = framelog.execution_log(execution.pk)
-        backend.append(log, [frame])
-        backend.end(log)
+        framelog.backend().finish(framelog.execution_log(execution.pk), [frame])
     except Exception:
         logger.warning("could not publish the result of execution %s", execution.pk)
     if error is not None:

@@ -113,7 +113,13 @@ class LocalBackend:
             self._snapshots.pop(log, None)
             now = time.monotonic()
             self._expire(now)
+            self._ended.pop(log, None)  # kept in order of expiry (see _expire)
             self._ended[log] = now + self.retention
+
+    def finish(self, log: str, frames: list[Frame]) -> None:
+        """append(frames), then end(log)."""
+        self.append(log, frames)
+        self.end(log)
 
     def set_snapshot(self, log: str, fields: dict[str, Any]) -> None:
         with self._lock:
@@ -125,10 +131,15 @@ class LocalBackend:
             return self._snapshots.get(log)
 
     def _expire(self, now: float) -> None:
-        for log, when in list(self._ended.items()):
-            if when <= now:
-                del self._ended[log]
-                self._logs.pop(log, None)
+        # Every log is kept for the same retention after its end, so _ended is in order of
+        # expiry: drop from its start, and stop at the first log still kept (a loop over
+        # all of them cost a start and an end 0.1 ms per 1,000 logs kept).
+        while self._ended:
+            log, when = next(iter(self._ended.items()))
+            if when > now:
+                return
+            del self._ended[log]
+            self._logs.pop(log, None)
 
     async def subscribe(self, subscription: Subscription, channel_name: str | None) -> None:
         with self._lock:
@@ -226,6 +237,17 @@ class RedisBackend:
         pipe.expire(self._key(log), self.retention)
         pipe.delete(self._key(log, "snapshot"))
         pipe.execute()
+
+    def finish(self, log: str, frames: list[Frame]) -> None:
+        """append(frames), then end(log): one round trip."""
+        pipe = self.redis.pipeline()
+        if frames:
+            pipe.rpush(self._key(log), *(frame.data for frame in frames))
+        pipe.expire(self._key(log), self.retention)
+        pipe.delete(self._key(log, "snapshot"))
+        pipe.execute()
+        if frames:
+            self._wake(log)
 
     def set_snapshot(self, log: str, fields: dict[str, Any]) -> None:
         # Deleted at the end; the expiry only matters if the runner dies mid-command.

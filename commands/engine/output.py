@@ -60,6 +60,7 @@ class LiveOutput:
         self._cut: set[str] = set()
         self._kept = {name: ssh.CappedOutput(output_limit) for name in self._sent}
         self._snapshot_at = 0.0
+        self._unpublished = False  # output read since the last snapshot
         self._lock = threading.Lock()  # the runner thread feeds, a timer may snapshot
         self._timer: threading.Timer | None = None
 
@@ -93,6 +94,7 @@ class LiveOutput:
         self._publish(frames)
         with self._lock:
             self._kept[stream].feed(data)
+            self._unpublished = True
             due = self._snapshot_at + SNAPSHOT_EVERY - time.monotonic()
             if due > 0:
                 # Output within the interval is snapshotted when it ends, not only when
@@ -108,6 +110,7 @@ class LiveOutput:
         with self._lock:
             self._timer = None
             self._snapshot_at = time.monotonic()
+            self._unpublished = False
             fields = self.snapshot()
         try:
             self.backend.set_snapshot(self.log, fields)
@@ -124,7 +127,9 @@ class LiveOutput:
         return {name: fields[name] for name in OUTPUT_FIELDS}
 
     def flush(self) -> None:
-        """Publish what the decoders still hold and the last snapshot (at the end of a run)."""
+        """Publish what the decoders still hold and the last snapshot (at the end of a run),
+        if output came since the one before: a run that printed nothing (or nothing new)
+        costs no write (with Redis, a round trip less per execute)."""
         frames: list[Frame] = []
         for stream, decoder in self._decoders.items():
             if stream not in self._cut and (text := decoder.decode(b"", final=True)):
@@ -133,7 +138,10 @@ class LiveOutput:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-        self._publish_snapshot()
+                self._timer = None
+            due = self._unpublished
+        if due:
+            self._publish_snapshot()
 
 
 def fit(text: str, room: int) -> str:
