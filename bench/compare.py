@@ -151,7 +151,12 @@ def main() -> None:
         scale_port, _ = bench.workers(scale_out, args.workers)
         pooled_env = {**scale_out, "HOMELAB_DB_POOL_SIZE": "8"}
         pooled_port, _ = bench.workers(pooled_env, args.workers)
+        # The same two profiles under uvicorn (issue 20: the goals hold under both servers).
+        uv_embedded_port, _ = bench.workers(embedded, 1, server="uvicorn")
+        uv_pooled_port, _ = bench.workers(pooled_env, args.workers, server="uvicorn")
         kept = Client(embedded_port, embedded_key)
+        uv_kept = Client(uv_embedded_port, embedded_key)
+        uv_pooled = Client(uv_pooled_port, scale_key)
         new_each = Client(embedded_port, embedded_key, keep_alive=False)
         scaled = Client(scale_port, scale_key)
         pooled = Client(pooled_port, scale_key)
@@ -161,6 +166,8 @@ def main() -> None:
         http_embedded = "HTTP embedded (1 daphne, SQLite), keep-alive"
         http_scale = f"HTTP scale-out ({args.workers} daphne, PostgreSQL, Redis), keep-alive"
         http_pooled = "HTTP scale-out, HOMELAB_DB_POOL_SIZE=8 (opt-in), keep-alive"
+        uv_embedded = "HTTP embedded, 1 uvicorn, keep-alive"
+        uv_pool = f"HTTP scale-out, {args.workers} uvicorn, pool, keep-alive"
         runs = args.runs
         variants = {
             "raw paramiko, `true` (floor)": (lambda: raw_run(transport, "true"), runs),
@@ -180,10 +187,12 @@ def main() -> None:
                 lambda: new_each.execute("box0", "true", "t_true"), runs),
             http_scale: (lambda: scaled.execute("box0", "true", "t_true"), runs),
             http_pooled: (lambda: pooled.execute("box0", "true", "t_true"), runs),
+            uv_embedded: (lambda: uv_kept.execute("box0", "true", "t_true"), runs),
+            uv_pool: (lambda: uv_pooled.execute("box0", "true", "t_true"), runs),
         }  # fmt: skip
         samples = interleaved(variants, args.rounds)
         transport.close()
-        for client in (kept, new_each, scaled, pooled):
+        for client in (kept, new_each, scaled, pooled, uv_kept, uv_pooled):
             client.close()
     finally:
         for path in masters:
@@ -214,10 +223,15 @@ def main() -> None:
               "(info)", None))  # fmt: skip
     print()
     print(header("Issue 20, goals 1 and 2, same run"))
-    for name, goal in ((http_embedded, 1.0), (http_pooled, 1.2)):
+    labels = {
+        http_embedded: ("embedded, daphne", 1.0),
+        http_pooled: ("scale-out pool, daphne", 1.2),
+        uv_embedded: ("embedded, uvicorn", 1.0),
+        uv_pool: ("scale-out pool, uvicorn", 1.2),
+    }
+    for name, (label, goal) in labels.items():
         p50, p95 = stats[name]
-        label = "embedded" if name == http_embedded else "scale-out, pool"
-        print(row(f"HTTP {label}: p50 / ControlMaster same work p50", f"{p50 / same_work:.2f}x",
+        print(row(f"HTTP {label}: p50 / CM same work p50", f"{p50 / same_work:.2f}x",
                   f"<= {goal}x", p50 <= goal * same_work))  # fmt: skip
         print(row(f"HTTP {label}: p95 / p50", f"{p95 / p50:.2f}x", "<= 2x", p95 <= 2 * p50))
     cold = stats["HTTP embedded, cold (no pooled connection yet)"][0]
