@@ -20,6 +20,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
+from commands.models import storable
+
 
 class OneRow:
     """At most one row of `build(*markers)` (a queryset on one model, no annotations):
@@ -27,7 +29,9 @@ class OneRow:
 
     Each marker stands for a value of its field's database type (a str for a text field,
     an int for an id) and must occur once among the compiled query's parameters; values
-    of the same types take their places."""
+    of the same types take their places. A text value no database stores (a NUL, a lone
+    surrogate: models.storable) matches no row: None, without a query (PostgreSQL would
+    refuse it rather than find nothing)."""
 
     def __init__(self, build: Callable[..., QuerySet], *markers: Any) -> None:
         self._build = build
@@ -35,6 +39,8 @@ class OneRow:
         self._local = threading.local()  # a compiler belongs to its thread's connection
 
     def get(self, *values: Any) -> Model | None:
+        if any(isinstance(value, str) and value != storable(value) for value in values):
+            return None
         connection = connections[DEFAULT_DB_ALIAS]
         compiled = self._compiled(connection)
         params = list(compiled.params)

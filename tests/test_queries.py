@@ -88,3 +88,13 @@ def test_the_execute_reads_keep_their_refusals(make_rule, django_user_model):
     assert find("t_echo", server).action_type == "t_echo"
     AllowedCommand.objects.filter(action_type="t_echo").update(enabled=False)
     assert find("t_echo", server) is None
+
+
+def test_a_value_no_database_stores_matches_no_row_without_a_query():
+    Server.objects.create(name="nas", hostname="10.0.0.2")
+    BY_NAME.get("nas")  # compiled
+    with CaptureQueriesContext(connection) as queries:
+        assert BY_NAME.get("nas\x00") is None
+        assert BY_NAME.get("nas\ud800") is None
+        assert find("t_echo\x00") is None
+    assert len(queries) == 0

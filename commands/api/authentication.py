@@ -58,8 +58,7 @@ def authenticate_key(raw: str) -> ApiKey:
     """The usable key for raw; AuthenticationFailed (401) saying why it is not."""
     # As ApiKey.objects.get_from_key(raw): the unrevoked key with raw's prefix, if raw
     # hashes to it; its owner read in the same query.
-    prefix = raw.partition(".")[0]
-    key = _USABLE_BY_PREFIX.get(prefix) if "\x00" not in prefix else None
+    key = _USABLE_BY_PREFIX.get(raw.partition(".")[0])
     if key is None or not key.is_valid(raw):
         raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
     if key.has_expired:

@@ -233,10 +233,7 @@ class RedisBackend:
         return await asyncio.to_thread(self.read, log, after)
 
     def end(self, log: str) -> None:
-        pipe = self.redis.pipeline()
-        pipe.expire(self._key(log), self.retention)
-        pipe.delete(self._key(log, "snapshot"))
-        pipe.execute()
+        self.finish(log, [])
 
     def finish(self, log: str, frames: list[Frame]) -> None:
         """append(frames), then end(log): one round trip."""
