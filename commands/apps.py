@@ -11,8 +11,6 @@ class CommandsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the OpenAPI security scheme for API-key authentication.
-        from commands.api import schema  # noqa: F401
         from commands.observability import metrics, receivers
 
         # Metrics and the finish log line hook the pipeline's signals, not each entry point.

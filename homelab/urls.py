@@ -9,6 +9,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from commands.api import schema  # noqa: F401  (the API key's OpenAPI security scheme)
 from commands.web import apidocs, frontdoor, observability
 
 urlpatterns = [

@@ -84,6 +84,30 @@ def test_start_up_without_a_secret_key_outside_debug_is_refused():
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
+# What a management command's start (`./manage.py --help` included) must not load: the SSH
+# layer, DRF's serializers (and the PostgreSQL driver they pull in), Redis and the schema
+# generator are most of a start-up; the admin's modules import them where they are used.
+STARTUP_SCRIPT = """
+import sys, django
+django.setup()
+from django.core.management import get_commands
+assert "runbatch" in get_commands()
+heavy = ("paramiko", "rest_framework.serializers", "psycopg", "redis", "drf_spectacular.plumbing")
+print(sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_starting_django_loads_no_ssh_drf_redis_or_schema_code():
+    env = {**os.environ, "DJANGO_SECRET_KEY": "x" * 40}
+    env["DJANGO_SETTINGS_MODULE"] = "homelab.settings"
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP_SCRIPT],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_good_settings_pass_the_checks():
     result = run_check(HOMELAB_EXECUTE_RATE="5/min")
     assert result.returncode == 0, result.stderr

@@ -23,11 +23,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from commands.admin.access import StaffMayRead
-from commands.api.clientip import from_meta
 from commands.exceptions import HomelabError
-from commands.fleet import service as fleet
 from commands.models import AllowedCommand, Batch, Server, Tag
-from commands.requests import Caller
 from commands.scopes import NO_EXECUTE_PERMISSION, may_execute
 
 
@@ -186,6 +183,11 @@ class BatchAdmin(StaffMayRead, admin.ModelAdmin):
         return TemplateResponse(request, "admin/commands/batch/run.html", context)
 
     def start(self, request: HttpRequest, form: RunBatchForm) -> Batch | None:
+        # Not at the top: see admin/__init__.py.
+        from commands.api.clientip import from_meta
+        from commands.fleet import service as fleet
+        from commands.requests import Caller
+
         caller = Caller(None, request.user, from_meta(request.META))
         try:
             return fleet.request_batch(caller=caller, body=form.body, wait=False)

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.middleware.csrf import get_token
 from django.urls import reverse
 
-from commands import rules, services, whitelist
+from commands import whitelist
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Execution, Server
 
@@ -79,6 +79,8 @@ def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[i
     tokens (each value one shell word), and the argv the server gets for it."""
     try:
         # The API's own lookup, with its refusal (which names the usable action types).
+        from commands import rules  # not at the top: see admin/__init__.py
+
         rule = rules.find_or_refuse(action_type, server)
     except CommandRejected as exc:
         return 400, {"detail": exc.detail, "code": exc.code, "problems": {}}
@@ -94,6 +96,8 @@ def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[i
         found = whitelist.match(command, rule)  # rule: enabled, usable on server
     except CommandRejected as exc:
         return 400, {"detail": exc.detail, "code": exc.code, "problems": problems}
+    from commands import services  # not at the top: see admin/__init__.py
+
     argv = services.sent_argv(server, found.argv)
     return 200, {"argv": argv, "command": command, "sent": shlex.join(argv), "problems": {}}
 

@@ -9,10 +9,9 @@ from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from commands import quota, scopes
+from commands import scopes
 from commands.exceptions import ServiceUnavailable
 from commands.models import ApiKey
-from commands.requests import Caller
 
 # The library registers its own (unused) APIKey model; ours is ApiKey.
 admin.site.unregister(LibraryAPIKey)
@@ -53,6 +52,9 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     @admin.display(description="executions left")
     def executions_left(self, key: ApiKey) -> str:
         """What the key has left of its quota now, as its X-RateLimit-* headers say it."""
+        from commands import quota  # not at the top: see admin/__init__.py
+        from commands.requests import Caller
+
         try:
             usage = quota.peek(Caller(api_key=key))
         except ServiceUnavailable as exc:

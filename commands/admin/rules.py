@@ -33,7 +33,6 @@ from commands.admin.parameter_rows import (
 )
 from commands.exceptions import CommandRejected
 from commands.models import AllowedCommand, Server
-from commands.rules import usable_on
 
 
 class TryCommandForm(forms.Form):
@@ -70,6 +69,8 @@ def try_rule(rule: AllowedCommand, command: str, server: Server | None) -> TryRe
     if not rule.enabled:
         detail = "The command matches, but the rule is disabled; enable it to allow this."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)
+    from commands.rules import usable_on  # not at the top: see admin/__init__.py
+
     if not usable_on(rule, server):
         detail = f"The command matches, but the rule is not usable on server {server}."
         return TryResult(accepted=False, code="not_whitelisted", detail=detail, **shown)

@@ -25,7 +25,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from commands import checks, ssh
 from commands.admin import console
 from commands.admin.access import StaffMayRead
 from commands.admin.batches import run_on_servers
@@ -48,6 +47,8 @@ class ServerForm(forms.ModelForm):
     def clean_host_key(self) -> str:
         text = self.cleaned_data["host_key"].strip()
         if text:
+            from commands import ssh  # not at the top: see admin/__init__.py
+
             try:
                 ssh.check_host_key_strength(ssh.parse_host_key(text))
             except ValueError as exc:
@@ -105,6 +106,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         """As `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the server."""
         if not server.host_key:
             return "not pinned"
+        from commands import ssh  # not at the top: see admin/__init__.py
+
         try:
             return ssh.keygen_fingerprint(server.host_key)
         except ValueError as exc:
@@ -210,6 +213,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         return self.check_report(request, [server])
 
     def check_report(self, request: HttpRequest, servers: list[Server]) -> TemplateResponse:
+        from commands import checks  # not at the top: see admin/__init__.py
+
         # In parallel: a host that accepts TCP and then stalls costs up to the connect
         # timeout per step, and the action may check many servers in one request.
         with ThreadPoolExecutor(max_workers=min(8, len(servers)) or 1) as pool:
@@ -243,6 +248,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
                 )
                 return redirect(change_url)
             return self.pin(request, server, request.POST.get("host_key", ""), change_url)
+        from commands import ssh  # not at the top: see admin/__init__.py
+
         try:
             key = ssh.fetch_host_key(
                 server.hostname, server.port, timeout=settings.HOMELAB_CONNECT_TIMEOUT
@@ -260,6 +267,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
         return TemplateResponse(request, "admin/commands/server/pin_host_key.html", context)
 
     def pin(self, request: HttpRequest, server: Server, key: str, change_url: str) -> HttpResponse:
+        from commands import ssh  # not at the top: see admin/__init__.py
+
         try:
             parsed = ssh.parse_host_key(key)
             ssh.check_host_key_strength(parsed)
@@ -291,6 +300,8 @@ class ServerAdmin(StaffMayRead, admin.ModelAdmin):
 
 def pin_context(server: Server, key: str) -> dict[str, Any]:
     """The confirmation page's facts: the fetched key, whether it is weak or already pinned."""
+    from commands import ssh  # not at the top: see admin/__init__.py
+
     try:
         ssh.check_host_key_strength(key)
         weak = ""
