@@ -188,7 +188,7 @@ class Bench:
             **settings,
         }
 
-    def set_up(self, env: dict, daemons: list[SSHDaemon]) -> str:
+    def set_up(self, env: dict, daemons: list[SSHDaemon], cwd: Path = ROOT) -> str:
         """Migrate; servers box0..boxN-1 (one per daemon, host key pinned from the
         daemon's own key file), the bench rules and an API key; the raw key. One Python
         process for it all (50 servers through manage.py one by one take minutes)."""
@@ -209,7 +209,7 @@ call_command("createapikey", "bench")
 """
         out = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", script],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600,
+            cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=600,
         ).stdout  # fmt: skip
         return out.strip().splitlines()[-1]
 

@@ -1,6 +1,7 @@
 """Executes per second with the quota raised, 1 and 4 workers (issue 12, goal 4).
 
-    .venv/bin/python bench/throughput.py [--clients 16] [--seconds 10]
+    .venv/bin/python bench/throughput.py [--clients 16] [--seconds 10] [--servers daphne,uvicorn]
+        [--baseline TREE_OR_COMMIT] [--rounds 3]
 
 One throwaway OpenSSH sshd on 127.0.0.1; HOMELAB_EXECUTE_RATE raised out of the way. For
 each setting below, --clients threads (each with its own keep-alive HTTP connection) run
@@ -15,11 +16,16 @@ Reported: executes/s, executes/s per CPU of the machine (the load generator and 
 share the same CPUs), and executes per CPU-second the workers themselves used
 (utime + stime from /proc), with sshd's and PostgreSQL's + Redis's CPU for scale
 (everything on this machine named postgres or redis-server is counted).
+
+With --baseline (issue 20, goal 3; `make bench` passes 025b19b, the code before that
+issue's work), the embedded and pooled settings of that tree run under daphne in the
+same rounds, and the goal is our executes/s over its executes/s (>= 1.5x).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import threading
 import time
@@ -27,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CLK_TCK, CPUS, Bench, Client, cpu_seconds, header, row
+from bench.common import CLK_TCK, CPUS, ROOT, Bench, Client, cpu_seconds, header, row
 from tests.sshd import SSHDaemon
 
 
@@ -88,47 +94,108 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--servers", default="daphne", help="daphne and/or uvicorn")
+    parser.add_argument(
+        "--baseline",
+        metavar="TREE_OR_COMMIT",
+        help="another checkout of the project, or a commit of this one (unpacked with `git "
+        "archive`): its embedded and pooled scale-out settings run under daphne beside ours, "
+        "and the issue-20 goal is their ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="each setting this many times, "
+                        "interleaved; the median round is reported")  # fmt: skip
     args = parser.parse_args()
 
     bench = Bench("throughput")
-    results = {}
+    results: dict[str, list[tuple]] = {}
     try:
         daemon = bench.sshd()
-        embedded = bench.embedded_env()
-        scale_out = bench.scale_out_env()
-        keys = {"embedded": bench.set_up(embedded, [daemon])}
-        keys["scale-out"] = bench.set_up(scale_out, [daemon])
+        trees = {"": ROOT}
+        if args.baseline:
+            trees["baseline"] = baseline_tree(args.baseline, bench.work)
+        envs, keys = {}, {}
+        for tree, cwd in trees.items():
+            envs[tree, "embedded"] = bench.embedded_env(f"embedded{tree}")
+            envs[tree, "scale-out"] = bench.scale_out_env()
+            for profile in ("embedded", "scale-out"):
+                keys[tree, profile] = bench.set_up(envs[tree, profile], [daemon], cwd=cwd)
+        pooled = {"HOMELAB_DB_POOL_SIZE": "8"}
         settings = [
-            ("embedded, 1 worker (SQLite)", embedded, "embedded", 1),
-            ("scale-out, 1 worker (PostgreSQL, Redis)", scale_out, "scale-out", 1),
-            (f"scale-out, {args.workers} workers", scale_out, "scale-out", args.workers),
-            (f"scale-out, {args.workers} workers, DB pool of 8 (opt-in)",
-             {**scale_out, "HOMELAB_DB_POOL_SIZE": "8"}, "scale-out", args.workers),
-        ]  # fmt: skip
-        for name, env, profile, count in settings:
-            port, pids = bench.workers(env, count)
-            hammer(port, keys[profile], args.clients, 1.0)  # warm every worker's pool
-            cpu_before, sshd_before = cpu_seconds(pids), sshd_cpu(daemon)
-            services_before = service_cpu("postgres") + service_cpu("redis-server")
-            done, elapsed, failed = hammer(port, keys[profile], args.clients, args.seconds)
-            cpu = cpu_seconds(pids) - cpu_before
-            services = service_cpu("postgres") + service_cpu("redis-server") - services_before
-            sshd = sshd_cpu(daemon) - sshd_before
-            results[name] = (done, elapsed, failed, cpu, sshd, services)
-            bench.stop_workers(pids)
+            ("embedded, 1 worker (SQLite)", "embedded", {}, 1),
+            ("scale-out, 1 worker (PostgreSQL, Redis)", "scale-out", {}, 1),
+            (f"scale-out, {args.workers} workers", "scale-out", {}, args.workers),
+            (POOLED.format(args.workers), "scale-out", pooled, args.workers),
+        ]
+        servers = args.servers.split(",")
+        runs = [
+            (f"{name}, {server}" if len(servers) > 1 else name, "", profile, extra, count, server)
+            for name, profile, extra, count in settings
+            for server in servers
+        ]
+        if args.baseline:
+            runs += [
+                (f"{name}, baseline", "baseline", profile, extra, count, "daphne")
+                for name, profile, extra, count in settings
+                if profile == "embedded" or extra
+            ]
+        for _ in range(args.rounds):
+            for name, tree, profile, extra, count, server in runs:
+                env = {**envs[tree, profile], **extra}
+                port, pids = bench.workers(env, count, server=server, cwd=trees[tree])
+                key = keys[tree, profile]
+                hammer(port, key, args.clients, 1.0)  # warm every worker's pool
+                cpu_before, sshd_before = cpu_seconds(pids), sshd_cpu(daemon)
+                services_before = service_cpu("postgres") + service_cpu("redis-server")
+                done, elapsed, failed = hammer(port, key, args.clients, args.seconds)
+                cpu = cpu_seconds(pids) - cpu_before
+                services = service_cpu("postgres") + service_cpu("redis-server") - services_before
+                sshd = sshd_cpu(daemon) - sshd_before
+                results.setdefault(name, []).append((done, elapsed, failed, cpu, sshd, services))
+                bench.stop_workers(pids)
     finally:
         bench.close()
 
+    rounds_note = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
     print(header(f"Issue 12, goal 4: throughput of `true`, {args.clients} keep-alive clients "
-                 f"x {args.seconds:g} s each, quota raised, {CPUS} CPUs"))  # fmt: skip
-    for name, (done, elapsed, failed, cpu, sshd, services) in results.items():
-        rate = done / elapsed
+                 f"x {args.seconds:g} s each, quota raised, {CPUS} CPUs{rounds_note}"))  # fmt: skip
+    rates = {}
+    for name, rounds in results.items():
+        done, elapsed, failed, cpu, sshd, services = sorted(rounds, key=lambda r: r[0] / r[1])[
+            len(rounds) // 2
+        ]
+        rate = rates[name] = done / elapsed
+        failed = sum(r[2] for r in rounds)
         print(row(f"{name}: executes/s", f"{rate:.0f}"))
         print(row("  executes/s per CPU of the machine", f"{rate / CPUS:.0f}"))
         print(row("  executes per CPU-second of the workers", f"{done / cpu:.0f}"))
         use = f"{cpu / elapsed:.2f}/{sshd / elapsed:.2f}/{services / elapsed:.2f}"
         print(row("  CPU use, cores: workers / sshd / PostgreSQL+Redis", use))
         print(row("  answers not 200 with exit 0", f"{failed}", "0", failed == 0))
+    if args.baseline:
+        print()
+        print(header("Issue 20, goal 3: executes/s per CPU against the baseline tree, same run"))
+        suffix = ", daphne" if len(servers) > 1 else ""
+        for name in ("embedded, 1 worker (SQLite)", POOLED.format(args.workers)):
+            ratio = rates[name + suffix] / rates[f"{name}, baseline"]
+            print(row(f"{name.split(',')[0]}, daphne: ours / baseline", f"{ratio:.2f}x",
+                      ">= 1.5x", ratio >= 1.5))  # fmt: skip
+
+
+POOLED = "scale-out, {} workers, DB pool of 8 (opt-in)"
+
+
+def baseline_tree(given: str, work: Path) -> Path:
+    """The directory `given` names, or the commit `given` of this repository unpacked in
+    work (the benches set their own databases up, so an older schema is no problem)."""
+    if Path(given).is_dir():
+        return Path(given).resolve()
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", given], cwd=ROOT, capture_output=True, check=True, timeout=120
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=120)
+    return tree
 
 
 if __name__ == "__main__":
