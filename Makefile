@@ -72,7 +72,8 @@ format: $(STAMP)
 # Issue 12's figures, each with its goal (docs/performance.md): latency against OpenSSH and
 # ansible, 50 at once on one server, 50 servers, throughput. The older benches
 # (executor_latency, executor_memory, api_latency, stream, asgi_servers) run on their own.
-# Issue 20's throughput goal compares with the code before that issue's work, in the same run.
+# Issue 20's throughput and start-up rows compare with the code before that issue's work
+# (025b19b), in the same run.
 BENCH_BASELINE ?= 025b19b
 
 bench: $(STAMP) sshd services
@@ -81,6 +82,7 @@ bench: $(STAMP) sshd services
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/many_servers.py
 	$(BIN)/python bench/throughput.py --baseline $(BENCH_BASELINE) --rounds 3 --seconds 8
+	$(BIN)/python bench/startup.py --baseline $(BENCH_BASELINE)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -308,6 +308,20 @@ def established_to(pid: int, ports: set[int]) -> int:
     return count
 
 
+def baseline_tree(given: str, work: Path) -> Path:
+    """The directory `given` names, or the commit `given` of this repository unpacked in
+    work (the benches set their own databases up, so an older schema is no problem)."""
+    if Path(given).is_dir():
+        return Path(given).resolve()
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", given], cwd=ROOT, capture_output=True, check=True, timeout=120
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=120)
+    return tree
+
+
 def row(name: str, measured: str, goal: str = "", met: bool | None = None) -> str:
     verdict = "" if met is None else ("yes" if met else "NO")
     return f"{name:58} {measured:>14} {goal:>12} {verdict:>4}"

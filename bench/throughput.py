@@ -25,7 +25,6 @@ same rounds, and the goal is our executes/s over its executes/s (>= 1.5x).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CLK_TCK, CPUS, ROOT, Bench, Client, cpu_seconds, header, row
+from bench.common import (
+    CLK_TCK,
+    CPUS,
+    ROOT,
+    Bench,
+    Client,
+    baseline_tree,
+    cpu_seconds,
+    header,
+    row,
+)
 from tests.sshd import SSHDaemon
 
 
@@ -182,20 +191,6 @@ def main() -> None:
 
 
 POOLED = "scale-out, {} workers, DB pool of 8 (opt-in)"
-
-
-def baseline_tree(given: str, work: Path) -> Path:
-    """The directory `given` names, or the commit `given` of this repository unpacked in
-    work (the benches set their own databases up, so an older schema is no problem)."""
-    if Path(given).is_dir():
-        return Path(given).resolve()
-    tree = work / "baseline"
-    tree.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", given], cwd=ROOT, capture_output=True, check=True, timeout=120
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=120)
-    return tree
 
 
 if __name__ == "__main__":
