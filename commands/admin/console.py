@@ -77,10 +77,10 @@ def rule_for_console(rule: AllowedCommand) -> dict[str, Any]:
 def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[int, dict]:
     """(status, body) for what Run would send: the command text built from the rule's
     tokens (each value one shell word), and the argv the server gets for it."""
+    from commands import rules, services  # not at the top: see admin/__init__.py
+
     try:
         # The API's own lookup, with its refusal (which names the usable action types).
-        from commands import rules  # not at the top: see admin/__init__.py
-
         rule = rules.find_or_refuse(action_type, server)
     except CommandRejected as exc:
         return 400, {"detail": exc.detail, "code": exc.code, "problems": {}}
@@ -96,8 +96,6 @@ def preview(server: Server, action_type: str, values: dict[str, str]) -> tuple[i
         found = whitelist.match(command, rule)  # rule: enabled, usable on server
     except CommandRejected as exc:
         return 400, {"detail": exc.detail, "code": exc.code, "problems": problems}
-    from commands import services  # not at the top: see admin/__init__.py
-
     argv = services.sent_argv(server, found.argv)
     return 200, {"argv": argv, "command": command, "sent": shlex.join(argv), "problems": {}}
 
